@@ -1,0 +1,529 @@
+// The device-independent host side of the layer and cell ops: input checks, the time-step
+// schedule of dense and packed sequences, the GEMMs (through ATen, so cuBLAS on the GPU and
+// the CPU BLAS on the host), and the order of work per step. One template serves both devices;
+// the only device-specific piece is the `Pointwise` policy that runs one fused pointwise pass
+// of gate_math.h over the rows of a step:
+//
+//   struct Pointwise {
+//     template <bool kTraining, class S, class A> static void lstm_forward(const LstmForwardStep<S, A>&, int64_t rows);
+//     template <class S, class A> static void lstm_backward(const LstmBackwardStep<S, A>&, int64_t rows);
+//     template <Activation act, class S, class A> static void rnn_forward(const RnnForwardStep<S>&, int64_t rows);
+//     template <Activation act, class S, class A> static void rnn_backward(const RnnBackwardStep<S>&, int64_t rows);
+//   };
+//
+// Per step: one recurrent GEMM accumulated in place into the precomputed input projection, one
+// pointwise pass (and for proj_size one projection GEMM). Every buffer is allocated before the
+// time loop; weight gradients are GEMMs over all steps after the reverse loop.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Dispatch.h>
+#include <c10/core/DeviceGuard.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "rnnfused/gate_math.h"
+
+namespace rnnfused {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// ---------------------------------------------------------------------------------------------
+// Which rows of the (N, ·) row matrices belong to which time step.
+struct StepSchedule {
+  std::vector<int64_t> batch_sizes;  // rows active at time step t, non-increasing
+  std::vector<int64_t> offsets;      // first row of time step t
+  int64_t total_rows = 0;            // N
+  int64_t max_batch = 0;             // B = batch_sizes[0]
+  bool reverse = false;
+
+  int64_t steps() const { return static_cast<int64_t>(batch_sizes.size()); }
+  // The time step processed k-th by the forward recurrence.
+  int64_t time_at(int64_t k) const { return reverse ? steps() - 1 - k : k; }
+  // The time step the recurrence processed just before t, or -1 when t is the first.
+  int64_t previous_time(int64_t t) const {
+    const int64_t p = reverse ? t + 1 : t - 1;
+    return (p < 0 || p >= steps()) ? -1 : p;
+  }
+  // Rows of step t whose state comes from previous_time(t); rows past them start from h0 / c0.
+  int64_t carried_rows(int64_t t) const {
+    const int64_t p = previous_time(t);
+    return p < 0 ? 0 : std::min(batch_sizes[t], batch_sizes[p]);
+  }
+};
+
+inline StepSchedule make_schedule(const Tensor& input, const OptTensor& batch_sizes, bool reverse) {
+  StepSchedule s;
+  s.reverse = reverse;
+  if (batch_sizes.has_value()) {
+    const Tensor& bs = *batch_sizes;
+    TORCH_CHECK(bs.dim() == 1 && bs.device().is_cpu() && bs.scalar_type() == at::kLong,
+        "rnnfused: batch_sizes must be a 1-D int64 CPU tensor, got ", bs.dim(), "-D ",
+        bs.scalar_type(), " on ", bs.device());
+    TORCH_CHECK(input.dim() == 2, "rnnfused: packed input must be 2-D (N, input_size), got ",
+        input.dim(), "-D");
+    const Tensor bs_c = bs.contiguous();
+    const int64_t* p = bs_c.const_data_ptr<int64_t>();
+    s.batch_sizes.assign(p, p + bs_c.numel());
+  } else {
+    TORCH_CHECK(input.dim() == 3, "rnnfused: dense input must be 3-D (T, B, input_size), got ",
+        input.dim(), "-D");
+    s.batch_sizes.assign(input.size(0), input.size(1));
+  }
+  // torch.nn's own message for an empty sequence.
+  TORCH_CHECK(!s.batch_sizes.empty(), "Expected sequence length to be larger than 0 in RNN");
+  s.offsets.resize(s.batch_sizes.size());
+  for (size_t t = 0; t < s.batch_sizes.size(); ++t) {
+    // Zero rows are legal (a dense batch of 0 sequences gives empty outputs, as in torch.nn).
+    TORCH_CHECK(s.batch_sizes[t] >= 0, "rnnfused: batch size at step ", t, " is negative");
+    TORCH_CHECK(t == 0 || s.batch_sizes[t] <= s.batch_sizes[t - 1],
+        "rnnfused: batch_sizes must be non-increasing");
+    s.offsets[t] = s.total_rows;
+    s.total_rows += s.batch_sizes[t];
+  }
+  s.max_batch = s.batch_sizes[0];
+  const int64_t rows = input.dim() == 2 ? input.size(0) : input.size(0) * input.size(1);
+  TORCH_CHECK(rows == s.total_rows, "rnnfused: input has ", rows,
+      " rows but batch_sizes sums to ", s.total_rows);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input checks, named so that every op states its contract in one line each.
+
+inline void check_same_device_and_dtype(const Tensor& ref, const Tensor& t, const char* name) {
+  TORCH_CHECK(t.device() == ref.device(), "rnnfused: ", name, " is on ", t.device(),
+      " but input is on ", ref.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "rnnfused: ", name, " has dtype ",
+      t.scalar_type(), " but input has dtype ", ref.scalar_type());
+}
+
+inline void check_shape(const Tensor& t, at::IntArrayRef expected, const char* name) {
+  TORCH_CHECK(t.sizes() == expected, "rnnfused: ", name, " must have shape ", expected,
+      ", got ", t.sizes());
+}
+
+inline void check_optional(const Tensor& ref, const OptTensor& t, at::IntArrayRef shape,
+                           const char* name) {
+  if (!t.has_value()) return;
+  check_same_device_and_dtype(ref, *t, name);
+  check_shape(*t, shape, name);
+}
+
+inline void check_floating(const Tensor& input) {
+  const auto st = input.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+      "rnnfused: expected a float32, float64, float16 or bfloat16 input, got ", st);
+}
+
+// Sizes of one layer-direction, read off its weights (and checked against the other tensors).
+struct LayerSizes {
+  int64_t input_size;   // I
+  int64_t hidden_size;  // H
+  int64_t state_size;   // P: proj_size, or H without projection
+  int64_t gate_count;   // 4 for the LSTM, 1 for the vanilla RNN
+};
+
+inline LayerSizes check_layer(const Tensor& input, const Tensor& w_ih, const Tensor& w_hh,
+                              const OptTensor& b_ih, const OptTensor& b_hh,
+                              const OptTensor& w_hr, int64_t gate_count) {
+  check_floating(input);
+  check_same_device_and_dtype(input, w_ih, "w_ih");
+  check_same_device_and_dtype(input, w_hh, "w_hh");
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) % gate_count == 0 && w_ih.size(0) > 0,
+      "rnnfused: w_ih must be 2-D with a positive multiple of ", gate_count, " rows, got ",
+      w_ih.sizes());
+  LayerSizes s;
+  s.gate_count = gate_count;
+  s.hidden_size = w_ih.size(0) / gate_count;
+  s.input_size = w_ih.size(1);
+  s.state_size = s.hidden_size;
+  if (w_hr.has_value()) {
+    check_same_device_and_dtype(input, *w_hr, "w_hr");
+    TORCH_CHECK(w_hr->dim() == 2 && w_hr->size(1) == s.hidden_size,
+        "rnnfused: w_hr must have shape (proj_size, ", s.hidden_size, "), got ", w_hr->sizes());
+    s.state_size = w_hr->size(0);
+  }
+  TORCH_CHECK(input.size(-1) == s.input_size, "rnnfused: input has ", input.size(-1),
+      " features but w_ih expects ", s.input_size);
+  check_shape(w_hh, {gate_count * s.hidden_size, s.state_size}, "w_hh");
+  check_optional(input, b_ih, {gate_count * s.hidden_size}, "b_ih");
+  check_optional(input, b_hh, {gate_count * s.hidden_size}, "b_hh");
+  return s;
+}
+
+inline void check_state(const Tensor& input, const Tensor& state, int64_t batch, int64_t size,
+                        const char* name) {
+  check_same_device_and_dtype(input, state, name);
+  check_shape(state, {batch, size}, name);
+}
+
+inline Activation parse_nonlinearity(const std::string& name) {
+  TORCH_CHECK(name == "tanh" || name == "relu",
+      "rnnfused: nonlinearity must be 'tanh' or 'relu', got '", name, "'");
+  return name == "tanh" ? Activation::Tanh : Activation::Relu;
+}
+
+// Runs f<act>() with the activation as a compile-time constant.
+template <typename F>
+void dispatch_activation(Activation act, F&& f) {
+  if (act == Activation::Tanh) {
+    f(std::integral_constant<Activation, Activation::Tanh>{});
+  } else {
+    f(std::integral_constant<Activation, Activation::Relu>{});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM pieces shared by the LSTM and the RNN.
+
+// out (N, G*H) = x (N, I) @ w_ih^T + b_ih + b_hh: the input projection of every step at once.
+inline void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih,
+                          const OptTensor& b_ih, const OptTensor& b_hh) {
+  if (b_ih.has_value() || b_hh.has_value()) {
+    Tensor bias = b_ih.has_value() ? *b_ih : *b_hh;
+    if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
+    out.copy_(bias.unsqueeze(0).expand_as(out));
+    out.addmm_(x, w_ih.t());
+  } else {
+    at::mm_out(const_cast<Tensor&>(out), x, w_ih.t());
+  }
+}
+
+// (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
+// of the previous step for carried rows, h0 for rows that start at t.
+inline Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedule& s) {
+  Tensor prev = at::empty_like(output);
+  for (int64_t t = 0; t < s.steps(); ++t) {
+    const int64_t rows = s.batch_sizes[t], carried = s.carried_rows(t);
+    Tensor dst = prev.narrow(0, s.offsets[t], rows);
+    if (carried > 0) {
+      dst.narrow(0, 0, carried).copy_(output.narrow(0, s.offsets[s.previous_time(t)], carried));
+    }
+    if (carried < rows) dst.narrow(0, carried, rows - carried).copy_(h0.narrow(0, carried, rows - carried));
+  }
+  return prev;
+}
+
+// Gradients of the layer's inputs and weights from dL/d(pre-activations) of every row:
+// returns (grad_input (N, I), grad_w_ih, grad_w_hh, grad_bias).
+inline std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
+    const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
+  return {at::mm(grad_pre, w_ih), at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states),
+          grad_pre.sum(0)};
+}
+
+inline Tensor as_rows(const Tensor& t, int64_t rows) {
+  return t.reshape({rows, t.size(-1)}).contiguous();
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSTM layer.
+
+inline int64_t lstm_workspace_cols(int64_t H, bool has_proj) { return (has_proj ? 6 : 5) * H; }
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
+    const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
+    const OptTensor& b_hh, const OptTensor& w_hr_, const Tensor& h0_, const Tensor& c0_,
+    const OptTensor& batch_sizes, bool reverse, bool training) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const LayerSizes sz = check_layer(input, w_ih_, w_hh_, b_ih, b_hh, w_hr_, 4);
+  const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
+  const int64_t N = sched.total_rows, B = sched.max_batch;
+  const int64_t H = sz.hidden_size, P = sz.state_size;
+  check_state(input, h0_, B, P, "h0");
+  check_state(input, c0_, B, H, "c0");
+  const bool has_proj = w_hr_.has_value();
+
+  const Tensor x = as_rows(input, N);
+  const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
+
+  // Row layout: gates 4H | c_t H | h_t H (proj only). Without training only the gates.
+  const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
+  Tensor ws = at::empty({N, ws_cols}, input.options());
+  const Tensor gates = ws.narrow(1, 0, 4 * H);
+  project_input(gates, x, w_ih, b_ih, b_hh);
+
+  Tensor output = at::empty({N, P}, input.options());
+  Tensor h_state = h0_.contiguous().clone();                    // (B, P) recurrent state
+  Tensor c_state = c0_.to(acc_dtype).contiguous().clone();      // (B, H) in acc_t
+  // With a projection, h_t (before projection) lands in the workspace, or a scratch buffer.
+  Tensor h_scratch = (has_proj && !training) ? at::empty({B, H}, input.options()) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    scalar_t* ws_ptr = ws.mutable_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < sched.steps(); ++k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      Tensor gates_t = gates.narrow(0, off, rows);
+      gates_t.addmm_(h_state.narrow(0, 0, rows), w_hh.t());
+
+      LstmForwardStep<scalar_t, acc_t> p;
+      p.gates = ws_ptr + off * ws_cols;
+      p.gates_ld = ws_cols;
+      p.c_state = c_state.mutable_data_ptr<acc_t>();
+      p.c_saved = training ? ws_ptr + off * ws_cols + 4 * H : nullptr;
+      p.c_saved_ld = ws_cols;
+      p.hidden_size = H;
+      if (has_proj) {
+        p.h_out = training ? ws_ptr + off * ws_cols + 5 * H : h_scratch.mutable_data_ptr<scalar_t>();
+        p.h_out_ld = training ? ws_cols : H;
+        p.h_state = nullptr;
+      } else {
+        p.h_out = output.mutable_data_ptr<scalar_t>() + off * P;
+        p.h_out_ld = P;
+        p.h_state = h_state.mutable_data_ptr<scalar_t>();
+      }
+      if (training) {
+        Pointwise::template lstm_forward<true>(p, rows);
+      } else {
+        Pointwise::template lstm_forward<false>(p, rows);
+      }
+      if (has_proj) {
+        const Tensor h_t = training ? ws.narrow(1, 5 * H, H).narrow(0, off, rows)
+                                    : h_scratch.narrow(0, 0, rows);
+        Tensor r_t = output.narrow(0, off, rows);
+        at::mm_out(r_t, h_t, w_hr.t());
+        h_state.narrow(0, 0, rows).copy_(r_t);
+      }
+    }
+  });
+
+  const Tensor out = batch_sizes.has_value() ? output : output.view({input.size(0), input.size(1), P});
+  const Tensor workspace = training ? ws : at::empty({0}, input.options());
+  return {out, h_state, c_state.to(input.scalar_type()), workspace};
+}
+
+// grad_output may be undefined (treated as zero): the cell ops have no per-step output.
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_impl(
+    const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& w_hr_,
+    const Tensor& h0_, const Tensor& c0_, const Tensor& output_, const Tensor& workspace,
+    const OptTensor& batch_sizes, bool reverse) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const LayerSizes sz = check_layer(input, w_ih_, w_hh_, std::nullopt, std::nullopt, w_hr_, 4);
+  const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
+  const int64_t N = sched.total_rows, B = sched.max_batch;
+  const int64_t H = sz.hidden_size, P = sz.state_size;
+  const bool has_proj = w_hr_.has_value();
+  const int64_t ws_cols = lstm_workspace_cols(H, has_proj);
+  check_state(input, h0_, B, P, "h0");
+  check_state(input, c0_, B, H, "c0");
+  check_state(input, grad_h_n, B, P, "grad_h_n");
+  check_state(input, grad_c_n, B, H, "grad_c_n");
+  TORCH_CHECK(workspace.numel() == N * ws_cols,
+      "rnnfused: lstm_layer_backward needs the workspace of a forward run with training=True");
+  check_same_device_and_dtype(input, workspace, "workspace");
+
+  const Tensor x = as_rows(input, N);
+  const Tensor output = as_rows(output_, N);
+  const Tensor ws = workspace.reshape({N, ws_cols}).contiguous();
+  const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
+  const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
+  const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
+
+  Tensor grad_gates = at::empty({N, 4 * H}, input.options());
+  Tensor grad_h_state = grad_h_n.contiguous().clone();           // (B, P) dL/dh carried back
+  Tensor grad_c_state = grad_c_n.to(acc_dtype).contiguous().clone();  // (B, H) in acc_t
+  Tensor grad_r = has_proj ? at::empty({N, P}, input.options()) : Tensor();
+  Tensor grad_h_scratch = has_proj ? at::empty({B, H}, input.options()) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* ws_ptr = ws.const_data_ptr<scalar_t>();
+    for (int64_t k = sched.steps() - 1; k >= 0; --k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      const int64_t prev = sched.previous_time(t);
+
+      LstmBackwardStep<scalar_t, acc_t> p;
+      p.gates = ws_ptr + off * ws_cols;
+      p.gates_ld = ws_cols;
+      p.c_saved = ws_ptr + off * ws_cols + 4 * H;
+      p.c_saved_ld = ws_cols;
+      p.c_prev = prev >= 0 ? ws_ptr + sched.offsets[prev] * ws_cols + 4 * H : nullptr;
+      p.c_prev_ld = ws_cols;
+      p.prev_rows = sched.carried_rows(t);
+      p.c_init = c0.const_data_ptr<scalar_t>();
+      p.grad_c = grad_c_state.mutable_data_ptr<acc_t>();
+      p.grad_gates = grad_gates.mutable_data_ptr<scalar_t>() + off * 4 * H;
+      p.grad_gates_ld = 4 * H;
+      p.hidden_size = H;
+      if (has_proj) {
+        // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ w_hr.
+        Tensor grad_r_t = grad_r.narrow(0, off, rows);
+        if (grad_output.defined()) {
+          at::add_out(grad_r_t, grad_output.narrow(0, off, rows), grad_h_state.narrow(0, 0, rows));
+        } else {
+          grad_r_t.copy_(grad_h_state.narrow(0, 0, rows));
+        }
+        Tensor grad_h_t = grad_h_scratch.narrow(0, 0, rows);
+        at::mm_out(grad_h_t, grad_r_t, w_hr);
+        p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
+        p.grad_h_ld = H;
+        p.grad_h_extra = nullptr;
+      } else {
+        p.grad_h = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() + off * P : nullptr;
+        p.grad_h_ld = P;
+        p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
+      }
+      Pointwise::lstm_backward(p, rows);
+      Tensor grad_h_prev = grad_h_state.narrow(0, 0, rows);
+      at::mm_out(grad_h_prev, grad_gates.narrow(0, off, rows), w_hh);
+    }
+  });
+
+  auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
+      input_and_weight_grads(grad_gates, x, w_ih, previous_states(output, h0, sched));
+  const Tensor grad_w_hr = has_proj ? at::mm(grad_r.t(), ws.narrow(1, 5 * H, H))
+                                    : at::empty({0}, input.options());
+  return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h_state,
+          grad_c_state.to(input.scalar_type())};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vanilla RNN layer. Backward needs nothing beyond the output (h_t) itself.
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
+    const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
+    const OptTensor& b_hh, const Tensor& h0_, const OptTensor& batch_sizes, bool reverse,
+    const std::string& nonlinearity) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const Activation act = parse_nonlinearity(nonlinearity);
+  const LayerSizes sz = check_layer(input, w_ih_, w_hh_, b_ih, b_hh, std::nullopt, 1);
+  const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
+  const int64_t N = sched.total_rows, B = sched.max_batch, H = sz.hidden_size;
+  check_state(input, h0_, B, H, "h0");
+
+  const Tensor x = as_rows(input, N);
+  const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  Tensor pre = at::empty({N, H}, input.options());
+  project_input(pre, x, w_ih, b_ih, b_hh);
+  Tensor output = at::empty({N, H}, input.options());
+  Tensor h_state = h0_.contiguous().clone();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_activation(act, [&](auto act_c) {
+      for (int64_t k = 0; k < sched.steps(); ++k) {
+        const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+        Tensor pre_t = pre.narrow(0, off, rows);
+        pre_t.addmm_(h_state.narrow(0, 0, rows), w_hh.t());
+        RnnForwardStep<scalar_t> p;
+        p.pre = pre.const_data_ptr<scalar_t>() + off * H;
+        p.pre_ld = H;
+        p.h_out = output.mutable_data_ptr<scalar_t>() + off * H;
+        p.h_out_ld = H;
+        p.h_state = h_state.mutable_data_ptr<scalar_t>();
+        p.hidden_size = H;
+        Pointwise::template rnn_forward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
+      }
+    });
+  });
+  const Tensor out = batch_sizes.has_value() ? output : output.view({input.size(0), input.size(1), H});
+  return {out, h_state};
+}
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
+    const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& input, const Tensor& w_ih_,
+    const Tensor& w_hh_, const Tensor& h0_, const Tensor& output_, const OptTensor& batch_sizes,
+    bool reverse, const std::string& nonlinearity) {
+  const c10::OptionalDeviceGuard device_guard(input.device());
+  const Activation act = parse_nonlinearity(nonlinearity);
+  const LayerSizes sz = check_layer(input, w_ih_, w_hh_, std::nullopt, std::nullopt, std::nullopt, 1);
+  const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
+  const int64_t N = sched.total_rows, B = sched.max_batch, H = sz.hidden_size;
+  check_state(input, h0_, B, H, "h0");
+  check_state(input, grad_h_n, B, H, "grad_h_n");
+
+  const Tensor x = as_rows(input, N);
+  const Tensor output = as_rows(output_, N);
+  const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
+  const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const Tensor h0 = h0_.contiguous();
+  Tensor grad_pre = at::empty({N, H}, input.options());
+  Tensor grad_h_state = grad_h_n.contiguous().clone();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_activation(act, [&](auto act_c) {
+      for (int64_t k = sched.steps() - 1; k >= 0; --k) {
+        const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+        RnnBackwardStep<scalar_t> p;
+        p.h = output.const_data_ptr<scalar_t>() + off * H;
+        p.h_ld = H;
+        p.grad_h = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() + off * H : nullptr;
+        p.grad_h_ld = H;
+        p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
+        p.grad_pre = grad_pre.mutable_data_ptr<scalar_t>() + off * H;
+        p.grad_pre_ld = H;
+        p.hidden_size = H;
+        Pointwise::template rnn_backward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
+        Tensor grad_h_prev = grad_h_state.narrow(0, 0, rows);
+        at::mm_out(grad_h_prev, grad_pre.narrow(0, off, rows), w_hh);
+      }
+    });
+  });
+
+  auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
+      input_and_weight_grads(grad_pre, x, w_ih, previous_states(output, h0, sched));
+  return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_h_state};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cells: a cell step is a layer run over a one-step sequence.
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward_impl(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool training) {
+  TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
+  auto [output, h_n, c_n, ws] = lstm_layer_forward_impl<Pointwise>(
+      input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, std::nullopt, hx, cx, std::nullopt, false, training);
+  return {h_n, c_n, ws};
+}
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward_impl(
+    const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
+    const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& workspace) {
+  TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
+  // One step: the previous state of every row is hx, so the layer output is never read.
+  auto [gx, gw_ih, gw_hh, gb, gw_hr, ghx, gcx] = lstm_layer_backward_impl<Pointwise>(
+      Tensor(), grad_hy, grad_cy, input.unsqueeze(0), w_ih, w_hh, std::nullopt, hx, cx,
+      hx.unsqueeze(0), workspace, std::nullopt, false);
+  return {gx.squeeze(0), gw_ih, gw_hh, gb, ghx, gcx};
+}
+
+template <typename Pointwise>
+Tensor rnn_cell_forward_impl(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+                             const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                             const std::string& nonlinearity) {
+  TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
+  return std::get<1>(rnn_layer_forward_impl<Pointwise>(
+      input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, std::nullopt, false, nonlinearity));
+}
+
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward_impl(
+    const Tensor& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+    const Tensor& w_hh, const Tensor& hy, const std::string& nonlinearity) {
+  TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
+  auto [gx, gw_ih, gw_hh, gb, ghx] = rnn_layer_backward_impl<Pointwise>(
+      Tensor(), grad_hy, input.unsqueeze(0), w_ih, w_hh, hx, hy.unsqueeze(0), std::nullopt,
+      false, nonlinearity);
+  return {gx.squeeze(0), gw_ih, gw_hh, gb, ghx};
+}
+
+}  // namespace rnnfused

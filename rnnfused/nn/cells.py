@@ -1,0 +1,79 @@
+"""rnnfused.LSTMCell and rnnfused.RNNCell: subclasses of the torch.nn cells whose forward runs
+one fused cell op per step. Checks and messages follow torch's (Python and ATen alike)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+
+# ATen's names of the dtypes, as its "mat1 and mat2" message prints them.
+_ATEN_DTYPE_NAMES = {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
+                     torch.bfloat16: "BFloat16"}
+
+
+def _check_cell_inputs(input: Tensor, hidden: list[Tensor], w_ih: Tensor, hidden_size: int):
+    """ATen's checks of a cell's input and hidden states (input is 2-D here)."""
+    for tensor in (input, *hidden):
+        if tensor.dtype != w_ih.dtype:
+            name = _ATEN_DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
+            raise RuntimeError("mat1 and mat2 must have the same dtype, but got "
+                               f"{name} and {_ATEN_DTYPE_NAMES.get(w_ih.dtype, str(w_ih.dtype))}")
+    if input.size(1) != w_ih.size(1):
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {w_ih.size(1)}")
+    for index, h in enumerate(hidden):
+        if input.size(0) != h.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {h.size(0)}")
+        if h.size(1) != hidden_size:
+            raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {h.size(1)}, expected {hidden_size}")
+
+
+class LSTMCell(nn.LSTMCell):
+    """Drop-in for torch.nn.LSTMCell."""
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            for idx, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+            hx = (zeros, zeros)
+        elif not is_batched:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        _check_cell_inputs(input, list(hx), self.weight_ih, self.hidden_size)
+        training = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, *hx, *self.parameters()))
+        hy, cy = ops.lstm_cell(input, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih,
+                               self.bias_hh, training)
+        if not is_batched:
+            return hy.squeeze(0), cy.squeeze(0)
+        return hy, cy
+
+
+class RNNCell(nn.RNNCell):
+    """Drop-in for torch.nn.RNNCell (tanh or relu)."""
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
+        elif not is_batched:
+            hx = hx.unsqueeze(0)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        _check_cell_inputs(input, [hx], self.weight_ih, self.hidden_size)
+        hy = ops.rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                          self.nonlinearity)
+        return hy.squeeze(0) if not is_batched else hy

@@ -1,0 +1,229 @@
+"""The functional API: thin wrappers over ``torch.ops.rnnfused.*``, with the fake (shape-only)
+kernels and the autograd formulas of every op. Schemas and layouts: csrc/registration.cpp.
+
+Each ``*_forward`` op has a ``*_backward`` twin; autograd of the forward op calls the backward op,
+so gradients run in the same fused kernels. The backward ops are not differentiable themselves
+(no double backward).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _C  # noqa: F401  (loading the extension registers the ops)
+
+_ops = torch.ops.rnnfused
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functional wrappers.
+
+def lstm_layer(
+    input: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    w_hr: Tensor | None,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: Tensor | None = None,
+    reverse: bool = False,
+    training: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer in one direction over a whole sequence.
+
+    input: (T, B, I) time-major, or (N, I) PackedSequence data with ``batch_sizes``.
+    h0: (B, P), c0: (B, H). Returns output (T, B, P) or (N, P), h_n (B, P), c_n (B, H), where
+    P = w_hr.size(0) with a projection, else H. ``training=False`` keeps nothing for backward.
+    """
+    output, h_n, c_n, _ = _ops.lstm_layer_forward(
+        input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, training)
+    return output, h_n, c_n
+
+
+def rnn_layer(
+    input: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    h0: Tensor,
+    batch_sizes: Tensor | None = None,
+    reverse: bool = False,
+    nonlinearity: str = "tanh",
+) -> tuple[Tensor, Tensor]:
+    """One vanilla RNN layer (tanh or relu) in one direction; layouts as :func:`lstm_layer`."""
+    return _ops.rnn_layer_forward(input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity)
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, training: bool = True):
+    """One LSTMCell step: input (B, I), hx (B, H), cx (B, H) -> (hy, cy)."""
+    hy, cy, _ = _ops.lstm_cell_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, training)
+    return hy, cy
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
+    """One RNNCell step: input (B, I), hx (B, H) -> hy (B, H)."""
+    return _ops.rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels: shapes, dtypes and devices only (torch.compile, meta tensors, opcheck).
+
+def _rows(input: Tensor):
+    return input.shape[0] if input.dim() == 2 else input.shape[0] * input.shape[1]
+
+
+def _lstm_workspace_cols(hidden_size: int, has_proj: bool) -> int:
+    return (6 if has_proj else 5) * hidden_size  # gates 4H | c_t H | (proj) h_t H
+
+
+@torch.library.register_fake("rnnfused::lstm_layer_forward")
+def _(input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, training):
+    hidden_size = w_ih.shape[0] // 4
+    state_size = w_hr.shape[0] if w_hr is not None else hidden_size
+    output = input.new_empty((*input.shape[:-1], state_size))
+    if training:
+        workspace = input.new_empty((_rows(input), _lstm_workspace_cols(hidden_size, w_hr is not None)))
+    else:
+        workspace = input.new_empty((0,))
+    return output, h0.new_empty(h0.shape), c0.new_empty(c0.shape), workspace
+
+
+@torch.library.register_fake("rnnfused::lstm_layer_backward")
+def _(grad_output, grad_h_n, grad_c_n, input, w_ih, w_hh, w_hr, h0, c0, output, workspace,
+      batch_sizes, reverse):
+    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
+    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
+            input.new_empty((w_ih.shape[0],)), grad_w_hr, torch.empty_like(h0), torch.empty_like(c0))
+
+
+@torch.library.register_fake("rnnfused::rnn_layer_forward")
+def _(input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity):
+    return input.new_empty((*input.shape[:-1], w_ih.shape[0])), h0.new_empty(h0.shape)
+
+
+@torch.library.register_fake("rnnfused::rnn_layer_backward")
+def _(grad_output, grad_h_n, input, w_ih, w_hh, h0, output, batch_sizes, reverse, nonlinearity):
+    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
+            input.new_empty((w_ih.shape[0],)), torch.empty_like(h0))
+
+
+@torch.library.register_fake("rnnfused::lstm_cell_forward")
+def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh, training):
+    hidden_size = w_ih.shape[0] // 4
+    workspace = (input.new_empty((input.shape[0], _lstm_workspace_cols(hidden_size, False)))
+                 if training else input.new_empty((0,)))
+    return hx.new_empty(hx.shape), cx.new_empty(cx.shape), workspace
+
+
+@torch.library.register_fake("rnnfused::lstm_cell_backward")
+def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, workspace):
+    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
+            input.new_empty((w_ih.shape[0],)), torch.empty_like(hx), torch.empty_like(cx))
+
+
+@torch.library.register_fake("rnnfused::rnn_cell_forward")
+def _(input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    return hx.new_empty(hx.shape)
+
+
+@torch.library.register_fake("rnnfused::rnn_cell_backward")
+def _(grad_hy, input, hx, w_ih, w_hh, hy, nonlinearity):
+    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
+            input.new_empty((w_ih.shape[0],)), torch.empty_like(hx))
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd: forward ops save what their backward op reads; the bias gradient is shared by b_ih
+# and b_hh (they are summed), and returned only for the biases that exist.
+
+def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _bias_grads(grad_bias: Tensor, b_ih: bool, b_hh: bool):
+    # Two distinct tensors: autograd may keep a gradient as .grad and accumulate into it in place.
+    return (grad_bias if b_ih else None), ((grad_bias.clone() if b_ih else grad_bias) if b_hh else None)
+
+
+def _lstm_layer_setup(ctx, inputs, output):
+    input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, training = inputs
+    out, h_n, c_n, workspace = output
+    ctx.save_for_backward(input, w_ih, w_hh, w_hr, h0, c0, out, workspace, batch_sizes, h_n, c_n)
+    ctx.reverse = reverse
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _lstm_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace):
+    input, w_ih, w_hh, w_hr, h0, c0, out, workspace, batch_sizes, h_n, c_n = ctx.saved_tensors
+    grads = _ops.lstm_layer_backward(
+        _zeros_if_none(grad_output, out), _zeros_if_none(grad_h_n, h_n), _zeros_if_none(grad_c_n, c_n),
+        input, w_ih, w_hh, w_hr, h0, c0, out, workspace, batch_sizes, ctx.reverse)
+    grad_input, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h0, grad_c0 = grads
+    return (grad_input, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias, *ctx.has_bias),
+            grad_w_hr if w_hr is not None else None, grad_h0, grad_c0, None, None, None)
+
+
+torch.library.register_autograd(
+    "rnnfused::lstm_layer_forward", _lstm_layer_backward, setup_context=_lstm_layer_setup)
+
+
+def _rnn_layer_setup(ctx, inputs, output):
+    input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity = inputs
+    out, h_n = output
+    ctx.save_for_backward(input, w_ih, w_hh, h0, out, batch_sizes, h_n)
+    ctx.reverse = reverse
+    ctx.nonlinearity = nonlinearity
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _rnn_layer_backward(ctx, grad_output, grad_h_n):
+    input, w_ih, w_hh, h0, out, batch_sizes, h_n = ctx.saved_tensors
+    grad_input, grad_w_ih, grad_w_hh, grad_bias, grad_h0 = _ops.rnn_layer_backward(
+        _zeros_if_none(grad_output, out), _zeros_if_none(grad_h_n, h_n), input, w_ih, w_hh, h0,
+        out, batch_sizes, ctx.reverse, ctx.nonlinearity)
+    return (grad_input, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias, *ctx.has_bias), grad_h0,
+            None, None, None)
+
+
+torch.library.register_autograd(
+    "rnnfused::rnn_layer_forward", _rnn_layer_backward, setup_context=_rnn_layer_setup)
+
+
+def _lstm_cell_setup(ctx, inputs, output):
+    input, hx, cx, w_ih, w_hh, b_ih, b_hh, training = inputs
+    hy, cy, workspace = output
+    ctx.save_for_backward(input, hx, cx, w_ih, w_hh, workspace, hy, cy)
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _lstm_cell_backward(ctx, grad_hy, grad_cy, _grad_workspace):
+    input, hx, cx, w_ih, w_hh, workspace, hy, cy = ctx.saved_tensors
+    grad_input, grad_w_ih, grad_w_hh, grad_bias, grad_hx, grad_cx = _ops.lstm_cell_backward(
+        _zeros_if_none(grad_hy, hy), _zeros_if_none(grad_cy, cy), input, hx, cx, w_ih, w_hh, workspace)
+    return (grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh,
+            *_bias_grads(grad_bias, *ctx.has_bias), None)
+
+
+torch.library.register_autograd(
+    "rnnfused::lstm_cell_forward", _lstm_cell_backward, setup_context=_lstm_cell_setup)
+
+
+def _rnn_cell_setup(ctx, inputs, output):
+    input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity = inputs
+    ctx.save_for_backward(input, hx, w_ih, w_hh, output)
+    ctx.nonlinearity = nonlinearity
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
+
+
+def _rnn_cell_backward(ctx, grad_hy):
+    input, hx, w_ih, w_hh, hy = ctx.saved_tensors
+    grad_input, grad_w_ih, grad_w_hh, grad_bias, grad_hx = _ops.rnn_cell_backward(
+        grad_hy, input, hx, w_ih, w_hh, hy, ctx.nonlinearity)
+    return (grad_input, grad_hx, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias, *ctx.has_bias), None)
+
+
+torch.library.register_autograd(
+    "rnnfused::rnn_cell_forward", _rnn_cell_backward, setup_context=_rnn_cell_setup)
