@@ -32,6 +32,23 @@ def find_cuda_home():
     return None
 
 
+def missing_toolkit_header_dirs(cuda_home):
+    """Header dirs of torch's pip CUDA libraries (cuSPARSE, cuSOLVER, ...) when the toolkit
+    lacks them: ATen's CUDA headers include them. Searched after the toolkit's own headers."""
+    if os.path.isfile(os.path.join(cuda_home, "include", "cusparse.h")):
+        return []
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for root in nvidia.__path__:
+        for include in sorted(glob.glob(os.path.join(root, "*", "include"))):
+            if os.path.isfile(os.path.join(include, "cusparse.h")):
+                found.append(include)
+    return found
+
+
 def want_cuda():
     import torch
 
@@ -70,7 +87,11 @@ def extensions():
         return [CppExtension("rnnfused._C", sources, include_dirs=include_dirs,
                              extra_compile_args={"cxx": cxx_flags})]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
-    nvcc_flags = [
+    system_includes = []
+    for include in missing_toolkit_header_dirs(os.environ["CUDA_HOME"]):
+        system_includes += ["-isystem", include]
+    cxx_flags += system_includes
+    nvcc_flags = system_includes + [
         "-O3",
         "--expt-relaxed-constexpr",
         # ptxas prints registers / spills of every kernel: keep them visible in the build log.

@@ -6,26 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-
-# ATen's names of the dtypes, as its "mat1 and mat2" message prints them.
-_ATEN_DTYPE_NAMES = {torch.float64: "Double", torch.float32: "Float", torch.float16: "Half",
-                     torch.bfloat16: "BFloat16"}
-
-
-def _check_cell_inputs(input: Tensor, hidden: list[Tensor], w_ih: Tensor, hidden_size: int):
-    """ATen's checks of a cell's input and hidden states (input is 2-D here)."""
-    for tensor in (input, *hidden):
-        if tensor.dtype != w_ih.dtype:
-            name = _ATEN_DTYPE_NAMES.get(tensor.dtype, str(tensor.dtype))
-            raise RuntimeError("mat1 and mat2 must have the same dtype, but got "
-                               f"{name} and {_ATEN_DTYPE_NAMES.get(w_ih.dtype, str(w_ih.dtype))}")
-    if input.size(1) != w_ih.size(1):
-        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {w_ih.size(1)}")
-    for index, h in enumerate(hidden):
-        if input.size(0) != h.size(0):
-            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {h.size(0)}")
-        if h.size(1) != hidden_size:
-            raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {h.size(1)}, expected {hidden_size}")
+from ._checks import check_cell_inputs
 
 
 class LSTMCell(nn.LSTMCell):
@@ -46,7 +27,7 @@ class LSTMCell(nn.LSTMCell):
             hx = (zeros, zeros)
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
-        _check_cell_inputs(input, list(hx), self.weight_ih, self.hidden_size)
+        check_cell_inputs(input, list(hx), self.weight_ih, self.hidden_size)
         training = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (input, *hx, *self.parameters()))
         hy, cy = ops.lstm_cell(input, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih,
@@ -73,7 +54,7 @@ class RNNCell(nn.RNNCell):
             hx = hx.unsqueeze(0)
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        _check_cell_inputs(input, [hx], self.weight_ih, self.hidden_size)
+        check_cell_inputs(input, [hx], self.weight_ih, self.hidden_size)
         hy = ops.rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                           self.nonlinearity)
         return hy.squeeze(0) if not is_batched else hy

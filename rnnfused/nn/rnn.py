@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import ops
+from ._checks import check_matmul_dtype
 
 
 def _needs_grad(tensors) -> bool:
@@ -96,8 +97,10 @@ class LSTM(_FusedStack, nn.LSTM):
                 hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         else:
             hx = self.permute_hidden(hx, sorted_indices)
-        # torch checks a packed input's hx only inside its kernel; checking it here gives the
-        # same exception type with the usual, clearer message.
+        if batch_sizes is not None:
+            # torch.nn.LSTM checks a packed input only inside its kernel: a dtype mismatch is
+            # ATen's matmul error there; shape errors get the usual, clearer messages here.
+            check_matmul_dtype(input, self.weight_ih_l0)
         self.check_forward_args(input, hx, batch_sizes)
         if batch_sizes is None and self.batch_first:
             input = self._time_major(input)
