@@ -71,6 +71,12 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "t
 # ---------------------------------------------------------------------------------------------
 # Fake kernels: shapes, dtypes and devices only (torch.compile, meta tensors, opcheck).
 
+def _like(t: Tensor) -> Tensor:
+    """A contiguous tensor of t's shape: the kernels return contiguous results whatever the
+    strides of their inputs (a batch_first input arrives as a transposed view)."""
+    return t.new_empty(t.shape)
+
+
 def _rows(input: Tensor):
     return input.shape[0] if input.dim() == 2 else input.shape[0] * input.shape[1]
 
@@ -94,9 +100,9 @@ def _(input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, trainin
 @torch.library.register_fake("rnnfused::lstm_layer_backward")
 def _(grad_output, grad_h_n, grad_c_n, input, w_ih, w_hh, w_hr, h0, c0, output, workspace,
       batch_sizes, reverse):
-    grad_w_hr = torch.empty_like(w_hr) if w_hr is not None else input.new_empty((0,))
-    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
-            input.new_empty((w_ih.shape[0],)), grad_w_hr, torch.empty_like(h0), torch.empty_like(c0))
+    grad_w_hr = _like(w_hr) if w_hr is not None else input.new_empty((0,))
+    return (_like(input), _like(w_ih), _like(w_hh),
+            input.new_empty((w_ih.shape[0],)), grad_w_hr, _like(h0), _like(c0))
 
 
 @torch.library.register_fake("rnnfused::rnn_layer_forward")
@@ -106,8 +112,8 @@ def _(input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity):
 
 @torch.library.register_fake("rnnfused::rnn_layer_backward")
 def _(grad_output, grad_h_n, input, w_ih, w_hh, h0, output, batch_sizes, reverse, nonlinearity):
-    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
-            input.new_empty((w_ih.shape[0],)), torch.empty_like(h0))
+    return (_like(input), _like(w_ih), _like(w_hh),
+            input.new_empty((w_ih.shape[0],)), _like(h0))
 
 
 @torch.library.register_fake("rnnfused::lstm_cell_forward")
@@ -120,8 +126,8 @@ def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh, training):
 
 @torch.library.register_fake("rnnfused::lstm_cell_backward")
 def _(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, workspace):
-    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
-            input.new_empty((w_ih.shape[0],)), torch.empty_like(hx), torch.empty_like(cx))
+    return (_like(input), _like(w_ih), _like(w_hh),
+            input.new_empty((w_ih.shape[0],)), _like(hx), _like(cx))
 
 
 @torch.library.register_fake("rnnfused::rnn_cell_forward")
@@ -131,8 +137,8 @@ def _(input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity):
 
 @torch.library.register_fake("rnnfused::rnn_cell_backward")
 def _(grad_hy, input, hx, w_ih, w_hh, hy, nonlinearity):
-    return (torch.empty_like(input), torch.empty_like(w_ih), torch.empty_like(w_hh),
-            input.new_empty((w_ih.shape[0],)), torch.empty_like(hx))
+    return (_like(input), _like(w_ih), _like(w_hh),
+            input.new_empty((w_ih.shape[0],)), _like(hx))
 
 
 # ---------------------------------------------------------------------------------------------
