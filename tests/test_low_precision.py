@@ -1,0 +1,52 @@
+"""float16 / bfloat16: the fused result against the float64 truth must be no worse than twice
+torch.nn's own error in the same dtype (outputs, final states, and every gradient)."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnfused
+from helpers import run_with_grads
+
+I, H, T, B = 16, 24, 12, 4
+CASES = {
+    "lstm": (rnnfused.LSTM, nn.LSTM, dict(num_layers=2, bidirectional=True)),
+    "lstm_proj": (rnnfused.LSTM, nn.LSTM, dict(proj_size=8)),
+    "rnn_tanh": (rnnfused.RNN, nn.RNN, dict(num_layers=2, bidirectional=True)),
+    "rnn_relu": (rnnfused.RNN, nn.RNN, dict(nonlinearity="relu")),
+}
+
+
+def errors(result, truth):
+    """Max abs error of each output and gradient against the float64 truth."""
+    flat = lambda r: [*r[0], *r[1], *r[2]]  # noqa: E731
+    return [(a.double() - b).abs().max().item() for a, b in zip(flat(result), flat(truth))]
+
+
+def run(module, dtype, device, packed):
+    def make():
+        x = torch.randn(T, B, I, dtype=torch.float64).to(device=device, dtype=dtype).requires_grad_()
+        if packed:
+            return (pack_padded_sequence(x, torch.tensor([12, 9, 9, 2])),), [x]
+        return (x,), [x]
+
+    return run_with_grads(module.to(device=device, dtype=dtype), make)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_error_within_twice_torchs(device, dtype, case, packed):
+    fused_cls, torch_cls, kwargs = CASES[case]
+    truth_module = torch_cls(I, H, **kwargs).double()
+    state = truth_module.state_dict()
+    truth = run(truth_module, torch.float64, "cpu", packed)
+    torch_module = torch_cls(I, H, **kwargs)
+    torch_module.load_state_dict(state)
+    fused_module = fused_cls(I, H, **kwargs)
+    fused_module.load_state_dict(state)
+    torch_err = errors(run(torch_module, dtype, device, packed), [[t.to(device) for t in g] for g in truth])
+    fused_err = errors(run(fused_module, dtype, device, packed), [[t.to(device) for t in g] for g in truth])
+    floor = torch.finfo(dtype).eps  # where torch happens to be exact, allow one rounding
+    for i, (f, t) in enumerate(zip(fused_err, torch_err)):
+        assert f <= 2 * t + floor, f"tensor {i}: fused error {f:.3g} vs torch's {t:.3g}"
