@@ -1,42 +1,109 @@
 // CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with a pointwise
-// policy that runs the gate_math.h element bodies over every (row, hidden unit) of a step.
+// policy. float and double run the vectorized passes of pointwise_vec_impl.h for the widest
+// instruction set the CPU has (AVX-512 or AVX2); the 16-bit types, other CPUs, and
+// RNNFUSED_CPU_KERNEL=scalar run gate_math.h's element bodies over every (row, hidden unit).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
 #include "../recurrent_layer.h"
+#include "pointwise_vec.h"
 
 namespace rnnfused {
 namespace {
 
+enum class CpuKernel { Scalar, Avx2, Avx512 };
+
+// The best kernel this CPU runs, unless RNNFUSED_CPU_KERNEL (scalar | avx2 | avx512) asks for
+// another one (tests use it to cover every path on one machine). Decided once per process.
+CpuKernel cpu_kernel() {
+  static const CpuKernel kernel = [] {
+#if defined(__x86_64__) || defined(_M_X64)
+    const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl");
+#else
+    const bool has_avx2 = false, has_avx512 = false;
+#endif
+    const char* env = std::getenv("RNNFUSED_CPU_KERNEL");
+    const std::string wanted = env != nullptr ? env : "auto";
+    TORCH_CHECK(wanted == "auto" || wanted == "scalar" || wanted == "avx2" || wanted == "avx512",
+        "RNNFUSED_CPU_KERNEL must be auto, scalar, avx2 or avx512, got '", wanted, "'");
+    TORCH_CHECK(wanted != "avx512" || has_avx512, "RNNFUSED_CPU_KERNEL=avx512 but this CPU lacks AVX-512");
+    TORCH_CHECK(wanted != "avx2" || has_avx2, "RNNFUSED_CPU_KERNEL=avx2 but this CPU lacks AVX2/FMA");
+    if (wanted == "scalar") return CpuKernel::Scalar;
+    if (wanted == "avx2") return CpuKernel::Avx2;
+    return has_avx512 ? CpuKernel::Avx512 : has_avx2 ? CpuKernel::Avx2 : CpuKernel::Scalar;
+  }();
+  return kernel;
+}
+
 // Rows are split across threads only when a step has enough elements to pay for the fork.
 constexpr int64_t kParallelGrainElements = 32768;
 
-template <typename Body>
-void for_each_element(int64_t rows, int64_t hidden_size, const Body& body) {
+// Runs rows_fn(begin, end) over [0, rows), in parallel when the step is big enough.
+template <typename RowsFn>
+void for_rows(int64_t rows, int64_t hidden_size, const RowsFn& rows_fn) {
   const int64_t grain_rows = std::max<int64_t>(1, kParallelGrainElements / std::max<int64_t>(1, hidden_size));
-  at::parallel_for(0, rows, grain_rows, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows, grain_rows, rows_fn);
+}
+
+// Runs the vectorized rows function (a pointer into namespace avx2 or avx512) when scalar_t is
+// float or double and the CPU has one; otherwise the element body over every (row, j).
+template <typename scalar_t, typename acc_t, typename Params, typename VecRows, typename Element>
+void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx512_rows,
+                   const Element& element) {
+  constexpr bool kVectorizable = std::is_same_v<scalar_t, acc_t>;
+  const CpuKernel kernel = kVectorizable ? cpu_kernel() : CpuKernel::Scalar;
+  for_rows(rows, p.hidden_size, [&](int64_t begin, int64_t end) {
+    if constexpr (kVectorizable) {
+      if (kernel == CpuKernel::Avx512) return avx512_rows(p, begin, end);
+      if (kernel == CpuKernel::Avx2) return avx2_rows(p, begin, end);
+    }
     for (int64_t row = begin; row < end; ++row) {
-      for (int64_t j = 0; j < hidden_size; ++j) body(row, j);
+      for (int64_t j = 0; j < p.hidden_size; ++j) element(p, row, j);
     }
   });
 }
 
+// The vectorized functions exist for float and double only; for the 16-bit types these
+// aliases are never called but must name something of the right type.
+template <typename T>
+using VecType = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, T, float>;
+
 struct CpuPointwise {
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
-    for_each_element(rows, p.hidden_size, [&](int64_t r, int64_t j) { lstm_forward_element<kTraining>(p, r, j); });
+    using V = VecType<scalar_t>;
+    using Fn = void (*)(const LstmForwardStep<V, V>&, int64_t, int64_t);
+    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::lstm_forward_rows<kTraining, V>),
+                                   Fn(&avx512::lstm_forward_rows<kTraining, V>),
+                                   [](const auto& q, int64_t r, int64_t j) { lstm_forward_element<kTraining>(q, r, j); });
   }
   template <typename scalar_t, typename acc_t>
   static void lstm_backward(const LstmBackwardStep<scalar_t, acc_t>& p, int64_t rows) {
-    for_each_element(rows, p.hidden_size, [&](int64_t r, int64_t j) { lstm_backward_element(p, r, j); });
+    using V = VecType<scalar_t>;
+    using Fn = void (*)(const LstmBackwardStep<V, V>&, int64_t, int64_t);
+    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::lstm_backward_rows<V>), Fn(&avx512::lstm_backward_rows<V>),
+                                   [](const auto& q, int64_t r, int64_t j) { lstm_backward_element(q, r, j); });
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_forward(const RnnForwardStep<scalar_t>& p, int64_t rows) {
-    for_each_element(rows, p.hidden_size, [&](int64_t r, int64_t j) { rnn_forward_element<act, scalar_t, acc_t>(p, r, j); });
+    using V = VecType<scalar_t>;
+    using Fn = void (*)(const RnnForwardStep<V>&, int64_t, int64_t);
+    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::rnn_forward_rows<act, V>), Fn(&avx512::rnn_forward_rows<act, V>),
+                                   [](const auto& q, int64_t r, int64_t j) { rnn_forward_element<act, scalar_t, acc_t>(q, r, j); });
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_backward(const RnnBackwardStep<scalar_t>& p, int64_t rows) {
-    for_each_element(rows, p.hidden_size, [&](int64_t r, int64_t j) { rnn_backward_element<act, scalar_t, acc_t>(p, r, j); });
+    using V = VecType<scalar_t>;
+    using Fn = void (*)(const RnnBackwardStep<V>&, int64_t, int64_t);
+    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::rnn_backward_rows<act, V>), Fn(&avx512::rnn_backward_rows<act, V>),
+                                   [](const auto& q, int64_t r, int64_t j) { rnn_backward_element<act, scalar_t, acc_t>(q, r, j); });
   }
 };
 

@@ -1,12 +1,15 @@
 // Gate math of the LSTM and the vanilla RNN, shared by the CPU kernels (g++) and the CUDA
 // kernels (nvcc). Framework-free: plain pointers, plain structs, no ATen.
 //
-// Each fused pointwise pass of one time step is described by a params struct (pointers to the
-// rows of that step plus row strides) and a per-element body
-//     *_element(params, row, j)     row in [0, rows), j in [0, hidden_size)
-// that does ALL the work for hidden unit j of batch row `row`. The CPU kernel calls the body
-// for every (row, j); the CUDA kernel maps one thread to one (row, j). So the CPU tests run
-// exactly the arithmetic the GPU runs; only the thread-to-element mapping differs.
+// Two levels:
+// - the cell math on values, lstm_cell_forward_math / lstm_cell_backward_math / activate,
+//   templated on the value type V: a float or double, or a SIMD vector of them (the CPU's
+//   vectorized pass runs the same templates on at::vec::Vectorized);
+// - per-element bodies  *_element(params, row, j)  (row in [0, rows), j in [0, hidden_size))
+//   that read one element through a params struct (pointers to the rows of one time step plus
+//   row strides), run the math in acc_t and write the results. The CUDA kernels map one thread
+//   to one (row, j); the CPU runs the same bodies for 16-bit types, for the tails of vectorized
+//   rows, and in tests/test_gate_math over every element of every step.
 //
 // Conventions
 // - Matrices are row-major: element (r, c) of a matrix with row stride ld is ptr[r * ld + c].
@@ -21,38 +24,82 @@
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define RNNF_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define RNNF_HOST_DEVICE inline
+// Internal linkage on the host: the CPU's AVX2 / AVX-512 kernel files compile these bodies with
+// wider instruction sets, and their copies must never stand in for the baseline ones.
+#define RNNF_HOST_DEVICE static inline
 #endif
 
 namespace rnnfused {
 
 // ---------------------------------------------------------------------------------------------
-// Activations and their derivatives (derivatives expressed through the activation's output).
+// Activations, written once for every value type V the math runs on: float and double (CPU
+// scalar code and CUDA threads) use the overloads; a SIMD vector type such as ATen's
+// at::vec::Vectorized<float> (the CPU's vectorized pointwise pass) supplies the members
+// exp() / tanh() / gt() and a free maximum() that the generic templates call.
+
+template <typename V> RNNF_HOST_DEVICE V exp_(const V& x) { return x.exp(); }
+template <typename V> RNNF_HOST_DEVICE V tanh_(const V& x) { return x.tanh(); }
+template <typename V> RNNF_HOST_DEVICE V relu_(const V& x) { return maximum(x, V(0)); }
+template <typename V> RNNF_HOST_DEVICE V positive_(const V& x) { return x.gt(V(0)); }
 
 RNNF_HOST_DEVICE float exp_(float x) { return expf(x); }
 RNNF_HOST_DEVICE double exp_(double x) { return exp(x); }
 RNNF_HOST_DEVICE float tanh_(float x) { return tanhf(x); }
 RNNF_HOST_DEVICE double tanh_(double x) { return tanh(x); }
+RNNF_HOST_DEVICE float relu_(float x) { return x > 0.f ? x : 0.f; }
+RNNF_HOST_DEVICE double relu_(double x) { return x > 0.0 ? x : 0.0; }
+RNNF_HOST_DEVICE float positive_(float x) { return x > 0.f ? 1.f : 0.f; }
+RNNF_HOST_DEVICE double positive_(double x) { return x > 0.0 ? 1.0 : 0.0; }
 
 // 1 / (1 + e^-x): e^-x overflows to +inf for x < -88 (float), giving exactly 0, never NaN.
-template <typename acc_t>
-RNNF_HOST_DEVICE acc_t sigmoid(acc_t x) {
-  return acc_t(1) / (acc_t(1) + exp_(-x));
+template <typename V>
+RNNF_HOST_DEVICE V sigmoid(const V& x) {
+  return V(1) / (V(1) + exp_(V(0) - x));
 }
 
 enum class Activation : int { Tanh = 0, Relu = 1 };
 
-template <Activation act, typename acc_t>
-RNNF_HOST_DEVICE acc_t activate(acc_t x) {
-  if (act == Activation::Tanh) return tanh_(x);
-  return x > acc_t(0) ? x : acc_t(0);
+template <Activation act, typename V>
+RNNF_HOST_DEVICE V activate(const V& x) {
+  if constexpr (act == Activation::Tanh) return tanh_(x);
+  else return relu_(x);
 }
 
 // d activation / d x, given y = activation(x). Relu: 1 where y > 0 (torch's threshold_backward).
-template <Activation act, typename acc_t>
-RNNF_HOST_DEVICE acc_t activate_grad_from_output(acc_t y) {
-  if (act == Activation::Tanh) return acc_t(1) - y * y;
-  return y > acc_t(0) ? acc_t(1) : acc_t(0);
+template <Activation act, typename V>
+RNNF_HOST_DEVICE V activate_grad_from_output(const V& y) {
+  if constexpr (act == Activation::Tanh) return V(1) - y * y;
+  else return positive_(y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The LSTM cell on values (one hidden unit, or one SIMD vector of them).
+
+// in: gate pre-activations i, f, g, o and c = c_{t-1};
+// out: i, f, g, o as activations, c = c_t, h = h_t.
+template <typename V>
+RNNF_HOST_DEVICE void lstm_cell_forward_math(V& i, V& f, V& g, V& o, V& c, V& h) {
+  i = sigmoid(i);
+  f = sigmoid(f);
+  g = tanh_(g);
+  o = sigmoid(o);
+  c = f * c + i * g;
+  h = o * tanh_(c);
+}
+
+// in: activations i, f, g, o, the cell states c_t and c_{t-1}, dh = dL/dh_t, dc = dL/dc_t
+// carried from later steps; out: dc = dL/dc_{t-1} and the pre-activation gradients d*.
+template <typename V>
+RNNF_HOST_DEVICE void lstm_cell_backward_math(const V& i, const V& f, const V& g, const V& o,
+                                              const V& c, const V& c_prev, const V& dh, V& dc,
+                                              V& di, V& df, V& dg, V& do_) {
+  const V tc = tanh_(c);
+  const V dc_t = dc + dh * o * (V(1) - tc * tc);
+  dc = dc_t * f;
+  di = dc_t * g * i * (V(1) - i);
+  df = dc_t * c_prev * f * (V(1) - f);
+  dg = dc_t * i * (V(1) - g * g);
+  do_ = dh * tc * o * (V(1) - o);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,19 +128,19 @@ template <bool kTraining, typename scalar_t, typename acc_t>
 RNNF_HOST_DEVICE void lstm_forward_element(
     const LstmForwardStep<scalar_t, acc_t>& p, int64_t row, int64_t j) {
   const int64_t H = p.hidden_size;
-  scalar_t* g = p.gates + row * p.gates_ld;
-  const acc_t i = sigmoid(static_cast<acc_t>(g[j]));
-  const acc_t f = sigmoid(static_cast<acc_t>(g[H + j]));
-  const acc_t z = tanh_(static_cast<acc_t>(g[2 * H + j]));
-  const acc_t o = sigmoid(static_cast<acc_t>(g[3 * H + j]));
+  scalar_t* gates = p.gates + row * p.gates_ld;
+  acc_t i = static_cast<acc_t>(gates[j]);
+  acc_t f = static_cast<acc_t>(gates[H + j]);
+  acc_t g = static_cast<acc_t>(gates[2 * H + j]);
+  acc_t o = static_cast<acc_t>(gates[3 * H + j]);
   acc_t& c = p.c_state[row * H + j];
-  c = f * c + i * z;
-  const acc_t h = o * tanh_(c);
+  acc_t h;
+  lstm_cell_forward_math(i, f, g, o, c, h);
   if (kTraining) {
-    g[j] = static_cast<scalar_t>(i);
-    g[H + j] = static_cast<scalar_t>(f);
-    g[2 * H + j] = static_cast<scalar_t>(z);
-    g[3 * H + j] = static_cast<scalar_t>(o);
+    gates[j] = static_cast<scalar_t>(i);
+    gates[H + j] = static_cast<scalar_t>(f);
+    gates[2 * H + j] = static_cast<scalar_t>(g);
+    gates[3 * H + j] = static_cast<scalar_t>(o);
     p.c_saved[row * p.c_saved_ld + j] = static_cast<scalar_t>(c);
   }
   p.h_out[row * p.h_out_ld + j] = static_cast<scalar_t>(h);
@@ -133,28 +180,22 @@ template <typename scalar_t, typename acc_t>
 RNNF_HOST_DEVICE void lstm_backward_element(
     const LstmBackwardStep<scalar_t, acc_t>& p, int64_t row, int64_t j) {
   const int64_t H = p.hidden_size;
-  const scalar_t* g = p.gates + row * p.gates_ld;
-  const acc_t i = static_cast<acc_t>(g[j]);
-  const acc_t f = static_cast<acc_t>(g[H + j]);
-  const acc_t z = static_cast<acc_t>(g[2 * H + j]);
-  const acc_t o = static_cast<acc_t>(g[3 * H + j]);
-  const acc_t c = static_cast<acc_t>(p.c_saved[row * p.c_saved_ld + j]);
+  const scalar_t* gates = p.gates + row * p.gates_ld;
   const acc_t c_prev = row < p.prev_rows
       ? static_cast<acc_t>(p.c_prev[row * p.c_prev_ld + j])
       : static_cast<acc_t>(p.c_init[row * H + j]);
   acc_t dh = p.grad_h != nullptr ? static_cast<acc_t>(p.grad_h[row * p.grad_h_ld + j]) : acc_t(0);
   if (p.grad_h_extra != nullptr) dh += static_cast<acc_t>(p.grad_h_extra[row * H + j]);
-
-  const acc_t tc = tanh_(c);
-  acc_t& dc_ref = p.grad_c[row * H + j];
-  const acc_t dc = dc_ref + dh * o * (acc_t(1) - tc * tc);
-  dc_ref = dc * f;  // dL/dc_{t-1}
-
-  scalar_t* dg = p.grad_gates + row * p.grad_gates_ld;
-  dg[j] = static_cast<scalar_t>(dc * z * i * (acc_t(1) - i));
-  dg[H + j] = static_cast<scalar_t>(dc * c_prev * f * (acc_t(1) - f));
-  dg[2 * H + j] = static_cast<scalar_t>(dc * i * (acc_t(1) - z * z));
-  dg[3 * H + j] = static_cast<scalar_t>(dh * tc * o * (acc_t(1) - o));
+  acc_t di, df, dg, do_;
+  lstm_cell_backward_math(static_cast<acc_t>(gates[j]), static_cast<acc_t>(gates[H + j]),
+                          static_cast<acc_t>(gates[2 * H + j]), static_cast<acc_t>(gates[3 * H + j]),
+                          static_cast<acc_t>(p.c_saved[row * p.c_saved_ld + j]), c_prev, dh,
+                          p.grad_c[row * H + j], di, df, dg, do_);
+  scalar_t* grad_gates = p.grad_gates + row * p.grad_gates_ld;
+  grad_gates[j] = static_cast<scalar_t>(di);
+  grad_gates[H + j] = static_cast<scalar_t>(df);
+  grad_gates[2 * H + j] = static_cast<scalar_t>(dg);
+  grad_gates[3 * H + j] = static_cast<scalar_t>(do_);
 }
 
 // ---------------------------------------------------------------------------------------------
