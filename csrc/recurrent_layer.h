@@ -5,11 +5,18 @@
 // of gate_math.h over the rows of a step:
 //
 //   struct Pointwise {
+//     // The per-step GEMMs  C (rows, N) = A (rows, K) @ B (K, N)  (+ C when accumulate), where
+//     // B = step_operand(W viewed as (K, N), total rows of A over all the GEMMs it serves) was
+//     // prepared once per op call.
+//     static Tensor step_operand(const Tensor& w_kn, int64_t total_rows);
+//     static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate);
 //     template <bool kTraining, class S, class A> static void lstm_forward(const LstmForwardStep<S, A>&, int64_t rows);
 //     template <class S, class A> static void lstm_backward(const LstmBackwardStep<S, A>&, int64_t rows);
 //     template <Activation act, class S, class A> static void rnn_forward(const RnnForwardStep<S>&, int64_t rows);
 //     template <Activation act, class S, class A> static void rnn_backward(const RnnBackwardStep<S>&, int64_t rows);
 //   };
+//
+// AtenStepGemm is the step GEMM through ATen (cuBLAS / the CPU BLAS) that policies can inherit.
 //
 // Per step: one recurrent GEMM accumulated in place into the precomputed input projection, one
 // pointwise pass (and for proj_size one projection GEMM). Every buffer is allocated before the
@@ -181,17 +188,30 @@ void dispatch_activation(Activation act, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // GEMM pieces shared by the LSTM and the RNN.
 
+// The per-step GEMM through ATen: no copy of the weight, any strides ATen accepts.
+struct AtenStepGemm {
+  static Tensor step_operand(const Tensor& w_kn, int64_t /*total_rows*/) { return w_kn; }
+  static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
+    Tensor out = C;
+    if (accumulate) {
+      out.addmm_(A, B);
+    } else {
+      at::mm_out(out, A, B);
+    }
+  }
+};
+
 // out (N, G*H) = x (N, I) @ w_ih^T + b_ih + b_hh: the input projection of every step at once.
-inline void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih,
-                          const OptTensor& b_ih, const OptTensor& b_hh) {
-  if (b_ih.has_value() || b_hh.has_value()) {
+template <typename Pointwise>
+void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih,
+                   const OptTensor& b_hh) {
+  const bool has_bias = b_ih.has_value() || b_hh.has_value();
+  if (has_bias) {
     Tensor bias = b_ih.has_value() ? *b_ih : *b_hh;
     if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
     out.copy_(bias.unsqueeze(0).expand_as(out));
-    out.addmm_(x, w_ih.t());
-  } else {
-    at::mm_out(const_cast<Tensor&>(out), x, w_ih.t());
   }
+  Pointwise::step_gemm(out, x, Pointwise::step_operand(w_ih.t(), x.size(0)), /*accumulate=*/has_bias);
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -211,10 +231,12 @@ inline Tensor previous_states(const Tensor& output, const Tensor& h0, const Step
 
 // Gradients of the layer's inputs and weights from dL/d(pre-activations) of every row:
 // returns (grad_input (N, I), grad_w_ih, grad_w_hh, grad_bias).
-inline std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
+template <typename Pointwise>
+std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
     const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
-  return {at::mm(grad_pre, w_ih), at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states),
-          grad_pre.sum(0)};
+  Tensor grad_x = at::empty({x.size(0), x.size(1)}, x.options());
+  Pointwise::step_gemm(grad_x, grad_pre, Pointwise::step_operand(w_ih, grad_pre.size(0)), /*accumulate=*/false);
+  return {grad_x, at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states), grad_pre.sum(0)};
 }
 
 inline Tensor as_rows(const Tensor& t, int64_t rows) {
@@ -243,13 +265,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
+  const Tensor w_hh_kn = Pointwise::step_operand(w_hh.t(), N);                    // (P, 4H)
+  const Tensor w_hr_kn = has_proj ? Pointwise::step_operand(w_hr.t(), N) : Tensor();  // (H, P)
   const auto acc_dtype = at::toOpMathType(input.scalar_type());
 
   // Row layout: gates 4H | c_t H | h_t H (proj only). Without training only the gates.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
   Tensor ws = at::empty({N, ws_cols}, input.options());
   const Tensor gates = ws.narrow(1, 0, 4 * H);
-  project_input(gates, x, w_ih, b_ih, b_hh);
+  project_input<Pointwise>(gates, x, w_ih, b_ih, b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
   Tensor h_state = h0_.contiguous().clone();                    // (B, P) recurrent state
@@ -263,7 +287,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     for (int64_t k = 0; k < sched.steps(); ++k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
       Tensor gates_t = gates.narrow(0, off, rows);
-      gates_t.addmm_(h_state.narrow(0, 0, rows), w_hh.t());
+      Pointwise::step_gemm(gates_t, h_state.narrow(0, 0, rows), w_hh_kn, /*accumulate=*/true);
 
       LstmForwardStep<scalar_t, acc_t> p;
       p.gates = ws_ptr + off * ws_cols;
@@ -290,7 +314,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
         const Tensor h_t = training ? ws.narrow(1, 5 * H, H).narrow(0, off, rows)
                                     : h_scratch.narrow(0, 0, rows);
         Tensor r_t = output.narrow(0, off, rows);
-        at::mm_out(r_t, h_t, w_hr.t());
+        Pointwise::step_gemm(r_t, h_t, w_hr_kn, /*accumulate=*/false);
         h_state.narrow(0, 0, rows).copy_(r_t);
       }
     }
@@ -329,6 +353,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
+  const Tensor w_hh_kn = Pointwise::step_operand(w_hh, N);                      // (4H, P)
+  const Tensor w_hr_kn = has_proj ? Pointwise::step_operand(w_hr, N) : Tensor();  // (P, H)
   const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const auto acc_dtype = at::toOpMathType(input.scalar_type());
 
@@ -367,7 +393,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
           grad_r_t.copy_(grad_h_state.narrow(0, 0, rows));
         }
         Tensor grad_h_t = grad_h_scratch.narrow(0, 0, rows);
-        at::mm_out(grad_h_t, grad_r_t, w_hr);
+        Pointwise::step_gemm(grad_h_t, grad_r_t, w_hr_kn, /*accumulate=*/false);
         p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
         p.grad_h_ld = H;
         p.grad_h_extra = nullptr;
@@ -377,13 +403,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
       }
       Pointwise::lstm_backward(p, rows);
-      Tensor grad_h_prev = grad_h_state.narrow(0, 0, rows);
-      at::mm_out(grad_h_prev, grad_gates.narrow(0, off, rows), w_hh);
+      Pointwise::step_gemm(grad_h_state.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), w_hh_kn,
+                           /*accumulate=*/false);
     }
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads(grad_gates, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Pointwise>(grad_gates, x, w_ih, previous_states(output, h0, sched));
   const Tensor grad_w_hr = has_proj ? at::mm(grad_r.t(), ws.narrow(1, 5 * H, H))
                                     : at::empty({0}, input.options());
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h_state,
@@ -407,8 +433,9 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
 
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const Tensor w_hh_kn = Pointwise::step_operand(w_hh.t(), N);  // (H, H) transposed
   Tensor pre = at::empty({N, H}, input.options());
-  project_input(pre, x, w_ih, b_ih, b_hh);
+  project_input<Pointwise>(pre, x, w_ih, b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
 
@@ -418,7 +445,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
       for (int64_t k = 0; k < sched.steps(); ++k) {
         const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
         Tensor pre_t = pre.narrow(0, off, rows);
-        pre_t.addmm_(h_state.narrow(0, 0, rows), w_hh.t());
+        Pointwise::step_gemm(pre_t, h_state.narrow(0, 0, rows), w_hh_kn, /*accumulate=*/true);
         RnnForwardStep<scalar_t> p;
         p.pre = pre.const_data_ptr<scalar_t>() + off * H;
         p.pre_ld = H;
@@ -451,6 +478,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
   const Tensor output = as_rows(output_, N);
   const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  const Tensor w_hh_kn = Pointwise::step_operand(w_hh, N);
   const Tensor h0 = h0_.contiguous();
   Tensor grad_pre = at::empty({N, H}, input.options());
   Tensor grad_h_state = grad_h_n.contiguous().clone();
@@ -470,14 +498,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
         p.grad_pre_ld = H;
         p.hidden_size = H;
         Pointwise::template rnn_backward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
-        Tensor grad_h_prev = grad_h_state.narrow(0, 0, rows);
-        at::mm_out(grad_h_prev, grad_pre.narrow(0, off, rows), w_hh);
+        Pointwise::step_gemm(grad_h_state.narrow(0, 0, rows), grad_pre.narrow(0, off, rows), w_hh_kn,
+                             /*accumulate=*/false);
       }
     });
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads(grad_pre, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Pointwise>(grad_pre, x, w_ih, previous_states(output, h0, sched));
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_h_state};
 }
 

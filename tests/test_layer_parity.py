@@ -198,3 +198,20 @@ def test_parameters_and_repr_are_torchs():
     assert [(n, p.shape) for n, p in fused.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
     assert repr(fused) == repr(ref)
     assert isinstance(fused, nn.LSTM) and isinstance(rnnfused.RNN(2, 3), nn.RNN)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
+def test_float32_shapes_on_the_packed_weight_gemm_path(device, packed, cls_pair):
+    """Enough rows (T*B >= 64) for the CPU to pack weights for its brgemm path, and big enough
+    GEMMs to split across threads (the small grid above stays on ATen's GEMM)."""
+    T, B, I2, H2 = 30, 16, 48, 64
+    ref, fused = twin(*cls_pair, I2, H2, num_layers=2, bidirectional=True, device=device, dtype=torch.float32)
+    if packed:
+        lengths = [30] * 4 + [23] * 6 + [9] * 5 + [1]
+        make = make_packed_inputs(lengths, I2, False, device, torch.float32)
+    else:
+        def make():
+            x = torch.randn(T, B, I2, device=device, requires_grad=True)
+            return (x,), [x]
+    assert_parity(ref, fused, make, atol=1e-4, rtol=1e-4, reference_context=native_torch(device))

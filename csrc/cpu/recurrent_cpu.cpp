@@ -1,8 +1,11 @@
-// CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with a pointwise
-// policy. float and double run the vectorized passes of pointwise_vec_impl.h for the widest
+// CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with the CPU
+// policy. The per-step float32 GEMMs call oneDNN's batch-reduce GEMM micro-kernel directly
+// (ATen's cpublas::brgemm: no dispatch, JIT code for the exact shape); other dtypes go through
+// ATen. In the pointwise passes, float and double run the vectorized passes of pointwise_vec_impl.h for the widest
 // instruction set the CPU has (AVX-512 or AVX2); the 16-bit types, other CPUs, and
 // RNNFUSED_CPU_KERNEL=scalar run gate_math.h's element bodies over every (row, hidden unit).
 #include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include <cstdlib>
@@ -75,7 +78,47 @@ void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx
 template <typename T>
 using VecType = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, T, float>;
 
+// Steps smaller than this many multiply-adds run on one thread.
+constexpr int64_t kParallelGemmMacs = int64_t(1) << 20;
+// Copying a (K, N) weight costs about as much as a GEMM of this many rows with it.
+constexpr int64_t kPackMinRows = 64;
+
 struct CpuPointwise {
+  // float32 weights are made contiguous (K, N) once per op call, the layout brgemm reads, when
+  // the GEMMs they serve have rows enough to pay for the copy (a single cell step has not:
+  // ATen's GEMM then reads the transposed view as it is).
+  static Tensor step_operand(const Tensor& w_kn, int64_t total_rows) {
+    const bool worth_packing = w_kn.scalar_type() == at::kFloat && total_rows >= kPackMinRows;
+    return worth_packing ? w_kn.contiguous() : w_kn;
+  }
+
+  // C (M, N) = A (M, K) @ B (K, N) (+ C). float32 with unit column strides: brgemm, big GEMMs
+  // split across threads by rows (the input projection: many rows) or by columns (a time
+  // step: a few rows); anything else: ATen.
+  static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
+    const bool brgemm_ok = C.scalar_type() == at::kFloat && C.size(0) > 0 && C.stride(1) == 1 &&
+        A.stride(1) == 1 && B.is_contiguous();
+    if (!brgemm_ok) return AtenStepGemm::step_gemm(C, A, B, accumulate);
+    const int64_t M = C.size(0), N = C.size(1), K = A.size(1);
+    const int64_t lda = A.stride(0), ldc = C.stride(0);
+    const float* a = A.const_data_ptr<float>();
+    const float* b = B.const_data_ptr<float>();
+    float* c = C.mutable_data_ptr<float>();
+    auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      at::native::cpublas::brgemm(m1 - m0, n1 - n0, K, lda, N, ldc, accumulate, a + m0 * lda,
+                                  b + n0, c + m0 * ldc + n0, /*is_vnni=*/false);
+    };
+    const int64_t threads = at::get_num_threads();
+    if (threads == 1 || M * N * K < kParallelGemmMacs) {
+      block(0, M, 0, N);
+    } else if (M >= 8 * threads) {
+      at::parallel_for(0, M, (M + threads - 1) / threads, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); });
+    } else {
+      const int64_t grain = std::max<int64_t>(64, (N / threads + 15) / 16 * 16);
+      at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); });
+    }
+  }
+
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
     using V = VecType<scalar_t>;

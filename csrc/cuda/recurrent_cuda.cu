@@ -54,7 +54,8 @@ inline dim3 grid_for(int64_t elements) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, max_blocks))));
 }
 
-struct CudaPointwise {
+// Step GEMMs: cuBLAS through ATen (AtenStepGemm), on the current stream.
+struct CudaPointwise : AtenStepGemm {
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
     lstm_pointwise_kernel<kTraining><<<grid_for(rows * p.hidden_size), kThreadsPerBlock, 0,
