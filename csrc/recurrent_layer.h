@@ -5,11 +5,13 @@
 // of gate_math.h over the rows of a step:
 //
 //   struct Pointwise {
-//     // The per-step GEMMs  C (rows, N) = A (rows, K) @ B (K, N)  (+ C when accumulate), where
-//     // B = step_operand(W viewed as (K, N), total rows of A over all the GEMMs it serves) was
-//     // prepared once per op call.
+//     // GEMMs  C (rows, N) = A (rows, K) @ B (K, N)  (+ C when accumulate), A and C given as
+//     // row-major pointers with row strides, so the time loop builds no tensor views; B is
+//     // step_operand(W viewed as (K, N), total rows of A over all the GEMMs it serves), made
+//     // once per op call in the layout the policy's GEMM likes.
 //     static Tensor step_operand(const Tensor& w_kn, int64_t total_rows);
-//     static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate);
+//     template <class S> static void step_gemm(const Tensor& b, const S* a, int64_t lda, S* c,
+//                                              int64_t ldc, int64_t rows, bool accumulate);
 //     template <bool kTraining, class S, class A> static void lstm_forward(const LstmForwardStep<S, A>&, int64_t rows);
 //     template <class S, class A> static void lstm_backward(const LstmBackwardStep<S, A>&, int64_t rows);
 //     template <Activation act, class S, class A> static void rnn_forward(const RnnForwardStep<S>&, int64_t rows);
@@ -188,18 +190,33 @@ void dispatch_activation(Activation act, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // GEMM pieces shared by the LSTM and the RNN.
 
-// The per-step GEMM through ATen: no copy of the weight, any strides ATen accepts.
+// The step GEMM through ATen (cuBLAS on the GPU): the weight as it is, the row blocks wrapped
+// as tensors without copying.
 struct AtenStepGemm {
   static Tensor step_operand(const Tensor& w_kn, int64_t /*total_rows*/) { return w_kn; }
-  static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
-    Tensor out = C;
+
+  template <typename scalar_t>
+  static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
+                        int64_t rows, bool accumulate) {
+    const Tensor A = at::from_blob(const_cast<scalar_t*>(a), {rows, b.size(0)}, {lda, 1}, b.options());
+    Tensor C = at::from_blob(c, {rows, b.size(1)}, {ldc, 1}, b.options());
     if (accumulate) {
-      out.addmm_(A, B);
+      C.addmm_(A, b);
     } else {
-      at::mm_out(out, A, B);
+      at::mm_out(C, A, b);
     }
   }
 };
+
+// The same GEMM on tensors, for the one-off GEMMs outside the time loop. A and C have unit
+// column stride.
+template <typename Pointwise>
+void gemm_rows(const Tensor& C, const Tensor& A, const Tensor& b, bool accumulate) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_gemm_rows", [&] {
+    Pointwise::step_gemm(b, A.const_data_ptr<scalar_t>(), A.stride(0), C.mutable_data_ptr<scalar_t>(),
+                         C.stride(0), C.size(0), accumulate);
+  });
+}
 
 // out (N, G*H) = x (N, I) @ w_ih^T + b_ih + b_hh: the input projection of every step at once.
 template <typename Pointwise>
@@ -211,7 +228,7 @@ void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const
     if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
     out.copy_(bias.unsqueeze(0).expand_as(out));
   }
-  Pointwise::step_gemm(out, x, Pointwise::step_operand(w_ih.t(), x.size(0)), /*accumulate=*/has_bias);
+  gemm_rows<Pointwise>(out, x, Pointwise::step_operand(w_ih.t(), x.size(0)), /*accumulate=*/has_bias);
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -235,7 +252,7 @@ template <typename Pointwise>
 std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
     const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
   Tensor grad_x = at::empty({x.size(0), x.size(1)}, x.options());
-  Pointwise::step_gemm(grad_x, grad_pre, Pointwise::step_operand(w_ih, grad_pre.size(0)), /*accumulate=*/false);
+  gemm_rows<Pointwise>(grad_x, grad_pre, Pointwise::step_operand(w_ih, grad_pre.size(0)), /*accumulate=*/false);
   return {grad_x, at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states), grad_pre.sum(0)};
 }
 
@@ -286,8 +303,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     scalar_t* ws_ptr = ws.mutable_data_ptr<scalar_t>();
     for (int64_t k = 0; k < sched.steps(); ++k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      Tensor gates_t = gates.narrow(0, off, rows);
-      Pointwise::step_gemm(gates_t, h_state.narrow(0, 0, rows), w_hh_kn, /*accumulate=*/true);
+      Pointwise::step_gemm(w_hh_kn, h_state.const_data_ptr<scalar_t>(), P, ws_ptr + off * ws_cols,
+                           ws_cols, rows, /*accumulate=*/true);
 
       LstmForwardStep<scalar_t, acc_t> p;
       p.gates = ws_ptr + off * ws_cols;
@@ -311,11 +328,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
         Pointwise::template lstm_forward<false>(p, rows);
       }
       if (has_proj) {
-        const Tensor h_t = training ? ws.narrow(1, 5 * H, H).narrow(0, off, rows)
-                                    : h_scratch.narrow(0, 0, rows);
-        Tensor r_t = output.narrow(0, off, rows);
-        Pointwise::step_gemm(r_t, h_t, w_hr_kn, /*accumulate=*/false);
-        h_state.narrow(0, 0, rows).copy_(r_t);
+        Pointwise::step_gemm(w_hr_kn, p.h_out, p.h_out_ld, output.mutable_data_ptr<scalar_t>() + off * P,
+                             P, rows, /*accumulate=*/false);
+        h_state.narrow(0, 0, rows).copy_(output.narrow(0, off, rows));
       }
     }
   });
@@ -392,8 +407,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         } else {
           grad_r_t.copy_(grad_h_state.narrow(0, 0, rows));
         }
-        Tensor grad_h_t = grad_h_scratch.narrow(0, 0, rows);
-        Pointwise::step_gemm(grad_h_t, grad_r_t, w_hr_kn, /*accumulate=*/false);
+        Pointwise::step_gemm(w_hr_kn, grad_r.const_data_ptr<scalar_t>() + off * P, P,
+                             grad_h_scratch.mutable_data_ptr<scalar_t>(), H, rows, /*accumulate=*/false);
         p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
         p.grad_h_ld = H;
         p.grad_h_extra = nullptr;
@@ -403,8 +418,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
       }
       Pointwise::lstm_backward(p, rows);
-      Pointwise::step_gemm(grad_h_state.narrow(0, 0, rows), grad_gates.narrow(0, off, rows), w_hh_kn,
-                           /*accumulate=*/false);
+      Pointwise::step_gemm(w_hh_kn, grad_gates.const_data_ptr<scalar_t>() + off * 4 * H, 4 * H,
+                           grad_h_state.mutable_data_ptr<scalar_t>(), P, rows, /*accumulate=*/false);
     }
   });
 
@@ -444,8 +459,8 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     dispatch_activation(act, [&](auto act_c) {
       for (int64_t k = 0; k < sched.steps(); ++k) {
         const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-        Tensor pre_t = pre.narrow(0, off, rows);
-        Pointwise::step_gemm(pre_t, h_state.narrow(0, 0, rows), w_hh_kn, /*accumulate=*/true);
+        Pointwise::step_gemm(w_hh_kn, h_state.const_data_ptr<scalar_t>(), H,
+                             pre.mutable_data_ptr<scalar_t>() + off * H, H, rows, /*accumulate=*/true);
         RnnForwardStep<scalar_t> p;
         p.pre = pre.const_data_ptr<scalar_t>() + off * H;
         p.pre_ld = H;
@@ -498,8 +513,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
         p.grad_pre_ld = H;
         p.hidden_size = H;
         Pointwise::template rnn_backward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
-        Pointwise::step_gemm(grad_h_state.narrow(0, 0, rows), grad_pre.narrow(0, off, rows), w_hh_kn,
-                             /*accumulate=*/false);
+        Pointwise::step_gemm(w_hh_kn, grad_pre.const_data_ptr<scalar_t>() + off * H, H,
+                             grad_h_state.mutable_data_ptr<scalar_t>(), H, rows, /*accumulate=*/false);
       }
     });
   });

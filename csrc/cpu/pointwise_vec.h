@@ -1,4 +1,5 @@
-// Vectorized CPU pointwise passes (float and double), compiled once per instruction set.
+// Vectorized CPU pointwise passes (float and double) and the few-rows GEMM of a time step,
+// compiled once per instruction set.
 //
 // A kernel file defines CPU_CAPABILITY (AVX2 or AVX512), turns the instruction set on for
 // itself, and includes pointwise_vec_impl.h, which defines these functions in
@@ -23,6 +24,10 @@ namespace rnnfused {
   void rnn_forward_rows(const RnnForwardStep<T>& p, int64_t begin, int64_t end);               \
   template <Activation act, typename T>                                                        \
   void rnn_backward_rows(const RnnBackwardStep<T>& p, int64_t begin, int64_t end);             \
+  /* C (rows, N) (+)= A (rows, K) @ B (K, N), B contiguous: for the 1-2 rows of a streaming   \
+     step, where a GEMV in registers beats a general GEMM kernel. */                          \
+  void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64_t N,        \
+                     float* c, int64_t ldc, int64_t rows, bool accumulate);                    \
   }
 
 RNNF_DECLARE_VECTORIZED_POINTWISE(avx2)

@@ -91,6 +91,37 @@ void rnn_backward_rows(const RnnBackwardStep<T>& p, int64_t begin, int64_t end) 
   }
 }
 
+void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64_t N, float* c,
+                   int64_t ldc, int64_t rows, bool accumulate) {
+  using V = Vec<float>;
+  constexpr int64_t kBlockVecs = 8;  // accumulators held in registers per column block
+  const int64_t block = kBlockVecs * V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a_row = a + r * lda;
+    float* c_row = c + r * ldc;
+    int64_t n0 = 0;
+    for (; n0 + block <= N; n0 += block) {
+      V acc[kBlockVecs];
+      for (int64_t v = 0; v < kBlockVecs; ++v) {
+        acc[v] = accumulate ? V::loadu(c_row + n0 + v * V::size()) : V(0.f);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const V a_k(a_row[k]);
+        const float* b_row = b + k * N + n0;
+        for (int64_t v = 0; v < kBlockVecs; ++v) {
+          acc[v] = at::vec::fmadd(a_k, V::loadu(b_row + v * V::size()), acc[v]);
+        }
+      }
+      for (int64_t v = 0; v < kBlockVecs; ++v) acc[v].store(c_row + n0 + v * V::size());
+    }
+    for (int64_t n = n0; n < N; ++n) {  // columns past the last full block
+      float sum = accumulate ? c_row[n] : 0.f;
+      for (int64_t k = 0; k < K; ++k) sum += a_row[k] * b[k * N + n];
+      c_row[n] = sum;
+    }
+  }
+}
+
 #define RNNF_INSTANTIATE(T)                                                                    \
   template void lstm_forward_rows<true, T>(const LstmForwardStep<T, T>&, int64_t, int64_t);    \
   template void lstm_forward_rows<false, T>(const LstmForwardStep<T, T>&, int64_t, int64_t);   \

@@ -82,9 +82,11 @@ using VecType = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T,
 constexpr int64_t kParallelGemmMacs = int64_t(1) << 20;
 // Copying a (K, N) weight costs about as much as a GEMM of this many rows with it.
 constexpr int64_t kPackMinRows = 64;
+// Steps of at most this many rows (streaming inference) use the register GEMV.
+constexpr int64_t kFewRows = 2;
 
 struct CpuPointwise {
-  // float32 weights are made contiguous (K, N) once per op call, the layout brgemm reads, when
+  // float32 weights are made contiguous (K, N) once per op call, the layout the GEMMs read, when
   // the GEMMs they serve have rows enough to pay for the copy (a single cell step has not:
   // ATen's GEMM then reads the transposed view as it is).
   static Tensor step_operand(const Tensor& w_kn, int64_t total_rows) {
@@ -92,21 +94,33 @@ struct CpuPointwise {
     return worth_packing ? w_kn.contiguous() : w_kn;
   }
 
-  // C (M, N) = A (M, K) @ B (K, N) (+ C). float32 with unit column strides: brgemm, big GEMMs
-  // split across threads by rows (the input projection: many rows) or by columns (a time
+  // C (M, N) = A (M, K) @ B (K, N) (+ C). float32 with a packed operand: 1-2 rows, the register
+  // GEMV of pointwise_vec_impl.h; more, brgemm, big GEMMs split across threads by rows (the input projection: many rows) or by columns (a time
   // step: a few rows); anything else: ATen.
-  static void step_gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
-    const bool brgemm_ok = C.scalar_type() == at::kFloat && C.size(0) > 0 && C.stride(1) == 1 &&
-        A.stride(1) == 1 && B.is_contiguous();
-    if (!brgemm_ok) return AtenStepGemm::step_gemm(C, A, B, accumulate);
-    const int64_t M = C.size(0), N = C.size(1), K = A.size(1);
-    const int64_t lda = A.stride(0), ldc = C.stride(0);
-    const float* a = A.const_data_ptr<float>();
-    const float* b = B.const_data_ptr<float>();
-    float* c = C.mutable_data_ptr<float>();
+  template <typename scalar_t>
+  static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
+                        int64_t M, bool accumulate) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (b.is_contiguous()) {
+        const CpuKernel kernel = cpu_kernel();
+        if (M <= kFewRows && kernel != CpuKernel::Scalar) {
+          const auto few_rows_gemm = kernel == CpuKernel::Avx512 ? avx512::few_rows_gemm : avx2::few_rows_gemm;
+          return few_rows_gemm(a, lda, b.const_data_ptr<float>(), b.size(0), b.size(1), c, ldc, M, accumulate);
+        }
+        return brgemm_rows(b, a, lda, c, ldc, M, accumulate);
+      }
+    }
+    AtenStepGemm::step_gemm(b, a, lda, c, ldc, M, accumulate);
+  }
+
+  static void brgemm_rows(const Tensor& b, const float* a, int64_t lda, float* c, int64_t ldc,
+                          int64_t M, bool accumulate) {
+    if (M == 0) return;
+    const int64_t K = b.size(0), N = b.size(1);
+    const float* b_ptr = b.const_data_ptr<float>();
     auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
       at::native::cpublas::brgemm(m1 - m0, n1 - n0, K, lda, N, ldc, accumulate, a + m0 * lda,
-                                  b + n0, c + m0 * ldc + n0, /*is_vnni=*/false);
+                                  b_ptr + n0, c + m0 * ldc + n0, /*is_vnni=*/false);
     };
     const int64_t threads = at::get_num_threads();
     if (threads == 1 || M * N * K < kParallelGemmMacs) {
