@@ -233,3 +233,67 @@ def _rnn_cell_backward(ctx, grad_hy):
 
 torch.library.register_autograd(
     "rnnfused::rnn_cell_forward", _rnn_cell_backward, setup_context=_rnn_cell_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated-candidate LSTM layer (Liu, Qiu & Huang 2016, Coupled-Layer / Shared-Layer models).
+# Math and layouts: csrc/include/rnnfused/gated_candidate_math.h; schema: registration.cpp.
+
+def gated_candidate_lstm_layer(
+    x_proj: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: Tensor | None = None,
+    reverse: bool = False,
+    training: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """M gated-candidate LSTM streams over one sequence, one direction, one op call.
+
+    x_proj: (T, B, M, 5H) dense, or (N, M, 5H) PackedSequence rows with ``batch_sizes``: the
+    x-side pre-activations ``i | f | o | z | q`` of every stream and step (z: the candidate cell,
+    q: the x-side part of every gate into the stream's candidate).
+    w_hh: (M, (3 + 2M)H, H): w_hh[s] @ h_{t-1}^(s) gives stream s's own ``i | f | o`` rows, then
+    its gate pre-activations into streams 0..M-1, then its candidate contributions to them.
+    h0, c0: (B, M, H). Returns output (T, B, M, H) or (N, M, H), h_n (B, M, H), c_n (B, M, H).
+    The time loop runs in C++ (CPU) or as one kernel per step (CUDA); ``training=False`` keeps
+    nothing for backward.
+    """
+    output, h_n, c_n, _ = _ops.gated_candidate_lstm_layer_forward(
+        x_proj, w_hh, h0, c0, batch_sizes, reverse, training)
+    return output, h_n, c_n
+
+
+@torch.library.register_fake("rnnfused::gated_candidate_lstm_layer_forward")
+def _(x_proj, w_hh, h0, c0, batch_sizes, reverse, training):
+    streams, _, hidden_size = w_hh.shape
+    output = x_proj.new_empty((*x_proj.shape[:-1], hidden_size))
+    rows = x_proj.shape[0] if x_proj.dim() == 3 else x_proj.shape[0] * x_proj.shape[1]
+    workspace = (x_proj.new_empty((rows, streams, (5 + 2 * streams) * hidden_size)) if training
+                 else x_proj.new_empty((0,)))
+    return output, h0.new_empty(h0.shape), c0.new_empty(c0.shape), workspace
+
+
+@torch.library.register_fake("rnnfused::gated_candidate_lstm_layer_backward")
+def _(grad_output, grad_h_n, grad_c_n, x_proj, w_hh, h0, c0, output, workspace, batch_sizes, reverse):
+    return _like(x_proj), _like(w_hh), _like(h0), _like(c0)
+
+
+def _gated_layer_setup(ctx, inputs, output):
+    x_proj, w_hh, h0, c0, batch_sizes, reverse, training = inputs
+    out, h_n, c_n, workspace = output
+    ctx.save_for_backward(x_proj, w_hh, h0, c0, out, workspace, batch_sizes, h_n, c_n)
+    ctx.reverse = reverse
+
+
+def _gated_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace):
+    x_proj, w_hh, h0, c0, out, workspace, batch_sizes, h_n, c_n = ctx.saved_tensors
+    grad_x_proj, grad_w_hh, grad_h0, grad_c0 = _ops.gated_candidate_lstm_layer_backward(
+        _zeros_if_none(grad_output, out), _zeros_if_none(grad_h_n, h_n), _zeros_if_none(grad_c_n, c_n),
+        x_proj, w_hh, h0, c0, out, workspace, batch_sizes, ctx.reverse)
+    return grad_x_proj, grad_w_hh, grad_h0, grad_c0, None, None, None
+
+
+torch.library.register_autograd(
+    "rnnfused::gated_candidate_lstm_layer_forward", _gated_layer_backward, setup_context=_gated_layer_setup)
+

@@ -1,25 +1,12 @@
 // CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with a pointwise
 // policy that runs the gate_math.h element bodies over every (row, hidden unit) of a step.
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "../recurrent_layer.h"
+#include "elementwise.h"
 
 namespace rnnfused {
 namespace {
-
-// Rows are split across threads only when a step has enough elements to pay for the fork.
-constexpr int64_t kParallelGrainElements = 32768;
-
-template <typename Body>
-void for_each_element(int64_t rows, int64_t hidden_size, const Body& body) {
-  const int64_t grain_rows = std::max<int64_t>(1, kParallelGrainElements / std::max<int64_t>(1, hidden_size));
-  at::parallel_for(0, rows, grain_rows, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      for (int64_t j = 0; j < hidden_size; ++j) body(row, j);
-    }
-  });
-}
 
 struct CpuPointwise {
   template <bool kTraining, typename scalar_t, typename acc_t>
