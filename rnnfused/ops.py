@@ -297,3 +297,41 @@ def _gated_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace)
 torch.library.register_autograd(
     "rnnfused::gated_candidate_lstm_layer_forward", _gated_layer_backward, setup_context=_gated_layer_setup)
 
+
+# ---------------------------------------------------------------------------------------------
+# Autocast. Policy: under torch.autocast every forward op runs in the autocast dtype of the
+# input's device (read when the op is called, so float16 and bfloat16 both work): its floating
+# inputs (input, weights, states) are cast, the op runs with autocast off, and every result is
+# in that dtype. That is what torch.nn.LSTM does on its main paths (oneDNN on the CPU, cuDNN on
+# the GPU). Where torch.nn itself falls back to float32 under CPU autocast (packed LSTM input,
+# LSTMCell, c_n with proj_size, oneDNN disabled) rnnfused still returns the autocast dtype.
+# float64 tensors are left alone, as ATen's autocast leaves them. The casts are ordinary
+# differentiable ops, so gradients reach float32 parameters as float32.
+# torch.library.register_autocast would fix the dtype at registration time; this kernel does
+# the same thing with the dtype of the active autocast context.
+
+_AUTOCAST_OPS = ["lstm_layer_forward", "rnn_layer_forward", "lstm_cell_forward", "rnn_cell_forward",
+                 "gated_candidate_lstm_layer_forward"]
+_autocast_lib = torch.library.Library("rnnfused", "IMPL")
+
+
+def _autocast_eligible(a, device_type: str) -> bool:
+    """What autocast casts: floating tensors of its device, except float64 (as ATen's autocast)."""
+    return (isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64
+            and a.device.type == device_type)
+
+
+def _autocast_kernel(op, device_type: str):
+    def kernel(_keyset, *args):
+        dtype = torch.get_autocast_dtype(device_type)
+        cast = tuple(a.to(dtype) if _autocast_eligible(a, device_type) else a for a in args)
+        with torch.autocast(device_type, enabled=False):
+            return op(*cast)
+
+    return kernel
+
+
+for _name in _AUTOCAST_OPS:
+    for _device_type in ("cpu", "cuda"):
+        _autocast_lib.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type),
+                           "Autocast" + torch._C._dispatch_key_for_device(_device_type), with_keyset=True)

@@ -1,6 +1,6 @@
 """The gated-candidate LSTM layer op (Liu et al. 2016 coupled / shared-layer recurrence):
 gradcheck in float64, the pure-PyTorch reference as oracle, torch.library.opcheck of the forward
-and backward ops, 16-bit accuracy, and clear errors for malformed input."""
+and backward ops, 16-bit accuracy, autocast, and clear errors for malformed input."""
 import pytest
 import torch
 
@@ -90,6 +90,17 @@ def test_16_bit_close_to_float64(device, dtype):
     for a, b in zip(low, truth):
         assert a.dtype == dtype
         torch.testing.assert_close(a.double(), b, atol=8 * torch.finfo(dtype).eps, rtol=0)
+
+
+def test_autocast_runs_in_the_autocast_dtype_and_grads_reach_float32():
+    x_proj, w_hh, h0, c0, *_ = gated_args(2, False, False, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n, c_n = ops.gated_candidate_lstm_layer(x_proj, w_hh, h0, c0)
+    assert out.dtype == h_n.dtype == c_n.dtype == torch.bfloat16
+    expected = ops.gated_candidate_lstm_layer(x_proj, w_hh, h0, c0)[0]
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+    out.float().sum().backward()
+    assert w_hh.grad.dtype == torch.float32 and torch.isfinite(w_hh.grad).all()
 
 
 def test_backward_needs_a_training_workspace():
