@@ -57,6 +57,26 @@ TORCH_LIBRARY(rnnfused, m) {
       "Tensor hy, str nonlinearity) "
       "-> (Tensor grad_input, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, "
       "Tensor grad_hx)");
+  // Gated-candidate LSTM layer (Liu, Qiu & Huang 2016: Coupled-Layer and Shared-Layer
+  // models), one call = one layer, one direction, all M coupled streams, all time steps.
+  // Math and row layouts: csrc/include/rnnfused/gated_candidate_math.h.
+  // - x_proj: the x-side pre-activations i|f|o|z|q of every stream and step (input projection
+  //   plus bias, and anything else that does not depend on the recurrence), (T, B, M, 5H)
+  //   dense or (N, M, 5H) packed with batch_sizes as for the layer ops above.
+  // - w_hh: (M, (3 + 2M)H, H); w_hh[s] maps h_{t-1} of stream s to its own i|f|o, then to its
+  //   gate pre-activation into every stream, then to its candidate contribution to every stream.
+  // - h0 / c0 / h_n / c_n: (B, M, H); output (T, B, M, H) or (N, M, H).
+  // - workspace: (N, M, (5 + 2M)H) when training, else empty.
+  // - backward returns the gradients of x_proj, w_hh, h0 and c0.
+  m.def(
+      "gated_candidate_lstm_layer_forward(Tensor x_proj, Tensor w_hh, Tensor h0, Tensor c0, "
+      "Tensor? batch_sizes, bool reverse, bool training) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor workspace)");
+  m.def(
+      "gated_candidate_lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, "
+      "Tensor x_proj, Tensor w_hh, Tensor h0, Tensor c0, Tensor output, Tensor workspace, "
+      "Tensor? batch_sizes, bool reverse) "
+      "-> (Tensor grad_x_proj, Tensor grad_w_hh, Tensor grad_h0, Tensor grad_c0)");
 }
 
 // `import rnnfused._C` runs the static registrations above and in the kernel files; the module

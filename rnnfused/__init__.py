@@ -8,8 +8,9 @@ import torch
 
 from . import ops, reference
 from .nn import LSTM, RNN, LSTMCell, RNNCell
+from .convert import convert
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built"]
+__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built", "convert"]
 __version__ = "0.1.0"
 
 

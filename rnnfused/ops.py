@@ -233,3 +233,105 @@ def _rnn_cell_backward(ctx, grad_hy):
 
 torch.library.register_autograd(
     "rnnfused::rnn_cell_forward", _rnn_cell_backward, setup_context=_rnn_cell_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated-candidate LSTM layer (Liu, Qiu & Huang 2016, Coupled-Layer / Shared-Layer models).
+# Math and layouts: csrc/include/rnnfused/gated_candidate_math.h; schema: registration.cpp.
+
+def gated_candidate_lstm_layer(
+    x_proj: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: Tensor | None = None,
+    reverse: bool = False,
+    training: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """M gated-candidate LSTM streams over one sequence, one direction, one op call.
+
+    x_proj: (T, B, M, 5H) dense, or (N, M, 5H) PackedSequence rows with ``batch_sizes``: the
+    x-side pre-activations ``i | f | o | z | q`` of every stream and step (z: the candidate cell,
+    q: the x-side part of every gate into the stream's candidate).
+    w_hh: (M, (3 + 2M)H, H): w_hh[s] @ h_{t-1}^(s) gives stream s's own ``i | f | o`` rows, then
+    its gate pre-activations into streams 0..M-1, then its candidate contributions to them.
+    h0, c0: (B, M, H). Returns output (T, B, M, H) or (N, M, H), h_n (B, M, H), c_n (B, M, H).
+    The time loop runs in C++ (CPU) or as one kernel per step (CUDA); ``training=False`` keeps
+    nothing for backward.
+    """
+    output, h_n, c_n, _ = _ops.gated_candidate_lstm_layer_forward(
+        x_proj, w_hh, h0, c0, batch_sizes, reverse, training)
+    return output, h_n, c_n
+
+
+@torch.library.register_fake("rnnfused::gated_candidate_lstm_layer_forward")
+def _(x_proj, w_hh, h0, c0, batch_sizes, reverse, training):
+    streams, _, hidden_size = w_hh.shape
+    output = x_proj.new_empty((*x_proj.shape[:-1], hidden_size))
+    rows = x_proj.shape[0] if x_proj.dim() == 3 else x_proj.shape[0] * x_proj.shape[1]
+    workspace = (x_proj.new_empty((rows, streams, (5 + 2 * streams) * hidden_size)) if training
+                 else x_proj.new_empty((0,)))
+    return output, h0.new_empty(h0.shape), c0.new_empty(c0.shape), workspace
+
+
+@torch.library.register_fake("rnnfused::gated_candidate_lstm_layer_backward")
+def _(grad_output, grad_h_n, grad_c_n, x_proj, w_hh, h0, c0, output, workspace, batch_sizes, reverse):
+    return _like(x_proj), _like(w_hh), _like(h0), _like(c0)
+
+
+def _gated_layer_setup(ctx, inputs, output):
+    x_proj, w_hh, h0, c0, batch_sizes, reverse, training = inputs
+    out, h_n, c_n, workspace = output
+    ctx.save_for_backward(x_proj, w_hh, h0, c0, out, workspace, batch_sizes, h_n, c_n)
+    ctx.reverse = reverse
+
+
+def _gated_layer_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_workspace):
+    x_proj, w_hh, h0, c0, out, workspace, batch_sizes, h_n, c_n = ctx.saved_tensors
+    grad_x_proj, grad_w_hh, grad_h0, grad_c0 = _ops.gated_candidate_lstm_layer_backward(
+        _zeros_if_none(grad_output, out), _zeros_if_none(grad_h_n, h_n), _zeros_if_none(grad_c_n, c_n),
+        x_proj, w_hh, h0, c0, out, workspace, batch_sizes, ctx.reverse)
+    return grad_x_proj, grad_w_hh, grad_h0, grad_c0, None, None, None
+
+
+torch.library.register_autograd(
+    "rnnfused::gated_candidate_lstm_layer_forward", _gated_layer_backward, setup_context=_gated_layer_setup)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autocast. Policy: under torch.autocast every forward op runs in the autocast dtype of the
+# input's device (read when the op is called, so float16 and bfloat16 both work): its floating
+# inputs (input, weights, states) are cast, the op runs with autocast off, and every result is
+# in that dtype. That is what torch.nn.LSTM does on its main paths (oneDNN on the CPU, cuDNN on
+# the GPU). Where torch.nn itself falls back to float32 under CPU autocast (packed LSTM input,
+# LSTMCell, c_n with proj_size, oneDNN disabled) rnnfused still returns the autocast dtype.
+# float64 tensors are left alone, as ATen's autocast leaves them. The casts are ordinary
+# differentiable ops, so gradients reach float32 parameters as float32.
+# torch.library.register_autocast would fix the dtype at registration time; this kernel does
+# the same thing with the dtype of the active autocast context.
+
+_AUTOCAST_OPS = ["lstm_layer_forward", "rnn_layer_forward", "lstm_cell_forward", "rnn_cell_forward",
+                 "gated_candidate_lstm_layer_forward"]
+_autocast_lib = torch.library.Library("rnnfused", "IMPL")
+
+
+def _autocast_eligible(a, device_type: str) -> bool:
+    """What autocast casts: floating tensors of its device, except float64 (as ATen's autocast)."""
+    return (isinstance(a, Tensor) and a.is_floating_point() and a.dtype != torch.float64
+            and a.device.type == device_type)
+
+
+def _autocast_kernel(op, device_type: str):
+    def kernel(_keyset, *args):
+        dtype = torch.get_autocast_dtype(device_type)
+        cast = tuple(a.to(dtype) if _autocast_eligible(a, device_type) else a for a in args)
+        with torch.autocast(device_type, enabled=False):
+            return op(*cast)
+
+    return kernel
+
+
+for _name in _AUTOCAST_OPS:
+    for _device_type in ("cpu", "cuda"):
+        _autocast_lib.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type),
+                           "Autocast" + torch._C._dispatch_key_for_device(_device_type), with_keyset=True)

@@ -83,3 +83,35 @@ def rnn_layer(input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes=None, reverse=False
 
     output, (h_n,) = _run(step, input, [h0], batch_sizes, reverse, w_hh.shape[1])
     return output, h_n
+
+
+def gated_candidate_lstm_layer(x_proj, w_hh, h0, c0, batch_sizes=None, reverse=False, training=True):
+    """M gated-candidate LSTM streams (layouts: csrc/include/rnnfused/gated_candidate_math.h).
+
+    For stream m, with h^(s) = h_{t-1} of stream s and x_proj rows i | f | o | z | q:
+        i, f, o = sigmoid(x_i + U_i^(m) h^(m)), ...        (own state only)
+        g^(s->m) = sigmoid(x_q + U_g^(s->m) h^(s))          u^(s->m) = U_c^(s->m) h^(s)
+        c_t = f c_{t-1} + i tanh(x_z + sum_s g^(s->m) u^(s->m))      h_t = o tanh(c_t)
+    Returns (output, h_n, c_n) shaped like the op's.
+    """
+    M, _, H = w_hh.shape
+    packed = batch_sizes is not None
+    x_rows = x_proj.reshape(*x_proj.shape[: (1 if packed else 2)], M * 5 * H)
+
+    def step(x, h, c):
+        rows = x.shape[0]
+        x, h, c = x.view(rows, M, 5 * H), h.view(rows, M, H), c.view(rows, M, H)
+        rec = torch.einsum("rsh,skh->rsk", h, w_hh)  # (rows, source s, (3 + 2M)H)
+        i, f, o = (torch.sigmoid(x[..., k * H:(k + 1) * H] + rec[..., k * H:(k + 1) * H]) for k in range(3))
+        gate_rec = rec[..., 3 * H:(3 + M) * H].reshape(rows, M, M, H)  # [row, s, m]: U_g^(s->m) h^(s)
+        u = rec[..., (3 + M) * H:].reshape(rows, M, M, H)              # [row, s, m]: U_c^(s->m) h^(s)
+        g = torch.sigmoid(x[..., 4 * H:].unsqueeze(1) + gate_rec)
+        z = torch.tanh(x[..., 3 * H:4 * H] + (g * u).sum(1))
+        c = f * c + i * z
+        h = o * torch.tanh(c)
+        return h.reshape(rows, M * H), h.reshape(rows, M * H), c.reshape(rows, M * H)
+
+    B = h0.shape[0]
+    output, (h_n, c_n) = _run(step, x_rows, [h0.reshape(B, M * H), c0.reshape(B, M * H)], batch_sizes,
+                              reverse, M * H)
+    return output.view(*x_proj.shape[:-1], H), h_n.view(B, M, H), c_n.view(B, M, H)

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "../recurrent_layer.h"
+#include "elementwise.h"
 #include "pointwise_vec.h"
 
 namespace rnnfused {
@@ -43,16 +44,6 @@ CpuKernel cpu_kernel() {
     return has_avx512 ? CpuKernel::Avx512 : has_avx2 ? CpuKernel::Avx2 : CpuKernel::Scalar;
   }();
   return kernel;
-}
-
-// Rows are split across threads only when a step has enough elements to pay for the fork.
-constexpr int64_t kParallelGrainElements = 32768;
-
-// Runs rows_fn(begin, end) over [0, rows), in parallel when the step is big enough.
-template <typename RowsFn>
-void for_rows(int64_t rows, int64_t hidden_size, const RowsFn& rows_fn) {
-  const int64_t grain_rows = std::max<int64_t>(1, kParallelGrainElements / std::max<int64_t>(1, hidden_size));
-  at::parallel_for(0, rows, grain_rows, rows_fn);
 }
 
 // Runs the vectorized rows function (a pointer into namespace avx2 or avx512) when scalar_t is

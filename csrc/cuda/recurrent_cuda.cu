@@ -7,11 +7,10 @@
 #include <torch/library.h>
 
 #include "../recurrent_layer.h"
+#include "launch.cuh"
 
 namespace rnnfused {
 namespace {
-
-constexpr int kThreadsPerBlock = 256;
 
 // Grid-stride loop over the rows * hidden_size elements of a step. Params travel by value in
 // kernel parameter space.
@@ -45,13 +44,6 @@ __global__ void rnn_pointwise_backward_kernel(const RnnBackwardStep<scalar_t> p,
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     rnn_backward_element<act, scalar_t, acc_t>(p, e / p.hidden_size, e % p.hidden_size);
   }
-}
-
-// Enough blocks to cover the step once, capped at a few waves of the device.
-inline dim3 grid_for(int64_t elements) {
-  const int64_t max_blocks = int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
-  const int64_t blocks = (elements + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, max_blocks))));
 }
 
 // Step GEMMs: cuBLAS through ATen (AtenStepGemm), on the current stream.

@@ -15,8 +15,10 @@ def _aten_name(dtype: torch.dtype) -> str:
 
 
 def check_matmul_dtype(a: Tensor, weight: Tensor) -> None:
-    """ATen's error for a matmul of a tensor with a weight of another dtype."""
-    if a.dtype != weight.dtype:
+    """ATen's error for a matmul of a tensor with a weight of another dtype. Under autocast
+    there is none: the ops cast both to the autocast dtype (as torch.nn's check_input skips its
+    dtype check under autocast)."""
+    if a.dtype != weight.dtype and not torch.is_autocast_enabled(a.device.type):
         raise RuntimeError("mat1 and mat2 must have the same dtype, but got "
                            f"{_aten_name(a.dtype)} and {_aten_name(weight.dtype)}")
 
