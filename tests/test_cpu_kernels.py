@@ -1,7 +1,8 @@
 """Every CPU pointwise kernel (scalar element bodies, AVX2, AVX-512) gives torch.nn's numbers.
 
 The kernel is chosen once per process (RNNFUSED_CPU_KERNEL), so each runs in a subprocess.
-Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5)."""
+Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
+float32 and float64 against torch.nn, float16 and bfloat16 against float64."""
 import os
 import subprocess
 import sys
@@ -33,6 +34,13 @@ CHECK = textwrap.dedent("""
                     results.append([out, *hidden, xi.grad, *(p.grad for p in module.parameters())])
                 for a, b in zip(*results):
                     torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+    # 16-bit storage (float arithmetic): against the float64 result of the same weights.
+    for dtype in (torch.bfloat16, torch.float16):
+        ref = nn.LSTM(4, 37, bidirectional=True).double()
+        fused = rnnfused.LSTM(4, 37, bidirectional=True).to(dtype)
+        fused.load_state_dict(ref.state_dict())
+        x = torch.randn(6, 3, 4, dtype=torch.float64)
+        torch.testing.assert_close(fused(x.to(dtype))[0].double(), ref(x)[0], atol=3e-2, rtol=3e-2)
     print("ok")
 """)
 

@@ -1,4 +1,4 @@
-// Vectorized CPU pointwise passes (float and double) and the few-rows GEMM of a time step,
+// Vectorized CPU pointwise passes (float, double, bfloat16, float16) and the few-rows GEMM of a time step,
 // compiled once per instruction set.
 //
 // A kernel file defines CPU_CAPABILITY (AVX2 or AVX512), turns the instruction set on for
@@ -14,16 +14,18 @@
 
 namespace rnnfused {
 
+// S is the storage type (float, double, at::BFloat16, at::Half), A the arithmetic type (S, or
+// float for the 16-bit types).
 #define RNNF_DECLARE_VECTORIZED_POINTWISE(ns)                                                   \
   namespace ns {                                                                               \
-  template <bool kTraining, typename T>                                                        \
-  void lstm_forward_rows(const LstmForwardStep<T, T>& p, int64_t begin, int64_t end);          \
-  template <typename T>                                                                        \
-  void lstm_backward_rows(const LstmBackwardStep<T, T>& p, int64_t begin, int64_t end);        \
-  template <Activation act, typename T>                                                        \
-  void rnn_forward_rows(const RnnForwardStep<T>& p, int64_t begin, int64_t end);               \
-  template <Activation act, typename T>                                                        \
-  void rnn_backward_rows(const RnnBackwardStep<T>& p, int64_t begin, int64_t end);             \
+  template <bool kTraining, typename S, typename A>                                            \
+  void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end);          \
+  template <typename S, typename A>                                                            \
+  void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end);        \
+  template <Activation act, typename S, typename A>                                            \
+  void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end);               \
+  template <Activation act, typename S, typename A>                                            \
+  void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end);             \
   /* C (rows, N) (+)= A (rows, K) @ B (K, N), B contiguous: for the 1-2 rows of a streaming   \
      step, where a GEMV in registers beats a general GEMM kernel. */                          \
   void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64_t N,        \

@@ -4,6 +4,8 @@
 // units, then the scalar element bodies for the remaining H % Vec::size() units.
 #include <ATen/cpu/vec/vec.h>
 
+#include <type_traits>
+
 #include "pointwise_vec.h"
 
 namespace rnnfused {
@@ -12,82 +14,112 @@ namespace RNNF_VEC_NAMESPACE {
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
 
-template <bool kTraining, typename T>
-void lstm_forward_rows(const LstmForwardStep<T, T>& p, int64_t begin, int64_t end) {
-  const int64_t H = p.hidden_size, width = Vec<T>::size();
+// Vec<A>::size() values stored as S, loaded into / stored from a vector of A (the 16-bit types
+// widen to float, and round back to nearest even on store).
+template <typename A, typename S>
+Vec<A> load(const S* p) {
+  if constexpr (std::is_same_v<S, A>) {
+    return Vec<A>::loadu(p);
+  } else {
+    static_assert(std::is_same_v<A, float>, "16-bit storage computes in float");
+    Vec<float> v;
+    if constexpr (std::is_same_v<S, at::BFloat16>) {
+      at::vec::load_fp32_from_bf16(p, v);
+    } else {
+      at::vec::load_fp32_from_fp16(p, v);
+    }
+    return v;
+  }
+}
+
+template <typename S, typename A>
+void store(const Vec<A>& v, S* p) {
+  if constexpr (std::is_same_v<S, A>) {
+    v.store(p);
+  } else {
+    if constexpr (std::is_same_v<S, at::BFloat16>) {
+      at::vec::convert_float_bfloat16(v, v).store(p, Vec<float>::size());
+    } else {
+      at::vec::convert_float_half(v, v).store(p, Vec<float>::size());
+    }
+  }
+}
+
+template <bool kTraining, typename S, typename A>
+void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end) {
+  const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
-    T* gates = p.gates + row * p.gates_ld;
-    T* c_state = p.c_state + row * H;
-    T* h_out = p.h_out + row * p.h_out_ld;
+    S* gates = p.gates + row * p.gates_ld;
+    A* c_state = p.c_state + row * H;
+    S* h_out = p.h_out + row * p.h_out_ld;
     int64_t j = 0;
     for (; j + width <= H; j += width) {
-      Vec<T> i = Vec<T>::loadu(gates + j), f = Vec<T>::loadu(gates + H + j);
-      Vec<T> g = Vec<T>::loadu(gates + 2 * H + j), o = Vec<T>::loadu(gates + 3 * H + j);
-      Vec<T> c = Vec<T>::loadu(c_state + j), h;
+      Vec<A> i = load<A>(gates + j), f = load<A>(gates + H + j);
+      Vec<A> g = load<A>(gates + 2 * H + j), o = load<A>(gates + 3 * H + j);
+      Vec<A> c = Vec<A>::loadu(c_state + j), h;
       lstm_cell_forward_math(i, f, g, o, c, h);
       c.store(c_state + j);
       if constexpr (kTraining) {
-        i.store(gates + j), f.store(gates + H + j), g.store(gates + 2 * H + j), o.store(gates + 3 * H + j);
-        c.store(p.c_saved + row * p.c_saved_ld + j);
+        store(i, gates + j), store(f, gates + H + j), store(g, gates + 2 * H + j), store(o, gates + 3 * H + j);
+        store(c, p.c_saved + row * p.c_saved_ld + j);
       }
-      h.store(h_out + j);
-      if (p.h_state != nullptr) h.store(p.h_state + row * H + j);
+      store(h, h_out + j);
+      if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
     }
     for (; j < H; ++j) lstm_forward_element<kTraining>(p, row, j);
   }
 }
 
-template <typename T>
-void lstm_backward_rows(const LstmBackwardStep<T, T>& p, int64_t begin, int64_t end) {
-  const int64_t H = p.hidden_size, width = Vec<T>::size();
+template <typename S, typename A>
+void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end) {
+  const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
-    const T* gates = p.gates + row * p.gates_ld;
-    const T* c_prev = row < p.prev_rows ? p.c_prev + row * p.c_prev_ld : p.c_init + row * H;
-    T* grad_c = p.grad_c + row * H;
-    T* grad_gates = p.grad_gates + row * p.grad_gates_ld;
+    const S* gates = p.gates + row * p.gates_ld;
+    const S* c_prev = row < p.prev_rows ? p.c_prev + row * p.c_prev_ld : p.c_init + row * H;
+    A* grad_c = p.grad_c + row * H;
+    S* grad_gates = p.grad_gates + row * p.grad_gates_ld;
     int64_t j = 0;
     for (; j + width <= H; j += width) {
-      Vec<T> dh = p.grad_h != nullptr ? Vec<T>::loadu(p.grad_h + row * p.grad_h_ld + j) : Vec<T>(0);
-      if (p.grad_h_extra != nullptr) dh = dh + Vec<T>::loadu(p.grad_h_extra + row * H + j);
-      Vec<T> dc = Vec<T>::loadu(grad_c + j), di, df, dg, do_;
-      lstm_cell_backward_math(Vec<T>::loadu(gates + j), Vec<T>::loadu(gates + H + j),
-                              Vec<T>::loadu(gates + 2 * H + j), Vec<T>::loadu(gates + 3 * H + j),
-                              Vec<T>::loadu(p.c_saved + row * p.c_saved_ld + j),
-                              Vec<T>::loadu(c_prev + j), dh, dc, di, df, dg, do_);
+      Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
+      if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
+      Vec<A> dc = Vec<A>::loadu(grad_c + j), di, df, dg, do_;
+      lstm_cell_backward_math(load<A>(gates + j), load<A>(gates + H + j), load<A>(gates + 2 * H + j),
+                              load<A>(gates + 3 * H + j), load<A>(p.c_saved + row * p.c_saved_ld + j),
+                              load<A>(c_prev + j), dh, dc, di, df, dg, do_);
       dc.store(grad_c + j);
-      di.store(grad_gates + j), df.store(grad_gates + H + j);
-      dg.store(grad_gates + 2 * H + j), do_.store(grad_gates + 3 * H + j);
+      store(di, grad_gates + j), store(df, grad_gates + H + j);
+      store(dg, grad_gates + 2 * H + j), store(do_, grad_gates + 3 * H + j);
     }
     for (; j < H; ++j) lstm_backward_element(p, row, j);
   }
 }
 
-template <Activation act, typename T>
-void rnn_forward_rows(const RnnForwardStep<T>& p, int64_t begin, int64_t end) {
-  const int64_t H = p.hidden_size, width = Vec<T>::size();
+template <Activation act, typename S, typename A>
+void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end) {
+  const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
     int64_t j = 0;
     for (; j + width <= H; j += width) {
-      const Vec<T> h = activate<act>(Vec<T>::loadu(p.pre + row * p.pre_ld + j));
-      h.store(p.h_out + row * p.h_out_ld + j);
-      if (p.h_state != nullptr) h.store(p.h_state + row * H + j);
+      const Vec<A> h = activate<act>(load<A>(p.pre + row * p.pre_ld + j));
+      store(h, p.h_out + row * p.h_out_ld + j);
+      if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
     }
-    for (; j < H; ++j) rnn_forward_element<act, T, T>(p, row, j);
+    for (; j < H; ++j) rnn_forward_element<act, S, A>(p, row, j);
   }
 }
 
-template <Activation act, typename T>
-void rnn_backward_rows(const RnnBackwardStep<T>& p, int64_t begin, int64_t end) {
-  const int64_t H = p.hidden_size, width = Vec<T>::size();
+template <Activation act, typename S, typename A>
+void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end) {
+  const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
     int64_t j = 0;
     for (; j + width <= H; j += width) {
-      Vec<T> dh = p.grad_h != nullptr ? Vec<T>::loadu(p.grad_h + row * p.grad_h_ld + j) : Vec<T>(0);
-      if (p.grad_h_extra != nullptr) dh = dh + Vec<T>::loadu(p.grad_h_extra + row * H + j);
-      const Vec<T> h = Vec<T>::loadu(p.h + row * p.h_ld + j);
-      (dh * activate_grad_from_output<act>(h)).store(p.grad_pre + row * p.grad_pre_ld + j);
+      Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
+      if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
+      const Vec<A> h = load<A>(p.h + row * p.h_ld + j);
+      store(Vec<A>(dh * activate_grad_from_output<act>(h)), p.grad_pre + row * p.grad_pre_ld + j);
     }
-    for (; j < H; ++j) rnn_backward_element<act, T, T>(p, row, j);
+    for (; j < H; ++j) rnn_backward_element<act, S, A>(p, row, j);
   }
 }
 
@@ -122,16 +154,18 @@ void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64
   }
 }
 
-#define RNNF_INSTANTIATE(T)                                                                    \
-  template void lstm_forward_rows<true, T>(const LstmForwardStep<T, T>&, int64_t, int64_t);    \
-  template void lstm_forward_rows<false, T>(const LstmForwardStep<T, T>&, int64_t, int64_t);   \
-  template void lstm_backward_rows<T>(const LstmBackwardStep<T, T>&, int64_t, int64_t);        \
-  template void rnn_forward_rows<Activation::Tanh, T>(const RnnForwardStep<T>&, int64_t, int64_t); \
-  template void rnn_forward_rows<Activation::Relu, T>(const RnnForwardStep<T>&, int64_t, int64_t); \
-  template void rnn_backward_rows<Activation::Tanh, T>(const RnnBackwardStep<T>&, int64_t, int64_t); \
-  template void rnn_backward_rows<Activation::Relu, T>(const RnnBackwardStep<T>&, int64_t, int64_t);
-RNNF_INSTANTIATE(float)
-RNNF_INSTANTIATE(double)
+#define RNNF_INSTANTIATE(S, A)                                                                  \
+  template void lstm_forward_rows<true, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t);   \
+  template void lstm_forward_rows<false, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t);  \
+  template void lstm_backward_rows<S, A>(const LstmBackwardStep<S, A>&, int64_t, int64_t);       \
+  template void rnn_forward_rows<Activation::Tanh, S, A>(const RnnForwardStep<S>&, int64_t, int64_t);   \
+  template void rnn_forward_rows<Activation::Relu, S, A>(const RnnForwardStep<S>&, int64_t, int64_t);   \
+  template void rnn_backward_rows<Activation::Tanh, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t); \
+  template void rnn_backward_rows<Activation::Relu, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t);
+RNNF_INSTANTIATE(float, float)
+RNNF_INSTANTIATE(double, double)
+RNNF_INSTANTIATE(at::BFloat16, float)
+RNNF_INSTANTIATE(at::Half, float)
 #undef RNNF_INSTANTIATE
 
 }  // namespace RNNF_VEC_NAMESPACE

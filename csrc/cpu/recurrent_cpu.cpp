@@ -1,9 +1,9 @@
 // CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with the CPU
 // policy. The per-step float32 GEMMs call oneDNN's batch-reduce GEMM micro-kernel directly
 // (ATen's cpublas::brgemm: no dispatch, JIT code for the exact shape); other dtypes go through
-// ATen. In the pointwise passes, float and double run the vectorized passes of pointwise_vec_impl.h for the widest
-// instruction set the CPU has (AVX-512 or AVX2); the 16-bit types, other CPUs, and
-// RNNFUSED_CPU_KERNEL=scalar run gate_math.h's element bodies over every (row, hidden unit).
+// ATen. The pointwise passes run pointwise_vec_impl.h's vectorized rows for the widest
+// instruction set the CPU has (AVX-512 or AVX2; 16-bit types computed in float); other CPUs
+// and RNNFUSED_CPU_KERNEL=scalar run gate_math.h's element bodies over every (row, unit).
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
@@ -46,28 +46,20 @@ CpuKernel cpu_kernel() {
   return kernel;
 }
 
-// Runs the vectorized rows function (a pointer into namespace avx2 or avx512) when scalar_t is
-// float or double and the CPU has one; otherwise the element body over every (row, j).
-template <typename scalar_t, typename acc_t, typename Params, typename VecRows, typename Element>
+// Runs the vectorized rows function (a pointer into namespace avx2 or avx512) when the CPU has
+// one; otherwise the element body over every (row, j).
+template <typename Params, typename VecRows, typename Element>
 void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx512_rows,
                    const Element& element) {
-  constexpr bool kVectorizable = std::is_same_v<scalar_t, acc_t>;
-  const CpuKernel kernel = kVectorizable ? cpu_kernel() : CpuKernel::Scalar;
+  const CpuKernel kernel = cpu_kernel();
   for_rows(rows, p.hidden_size, [&](int64_t begin, int64_t end) {
-    if constexpr (kVectorizable) {
-      if (kernel == CpuKernel::Avx512) return avx512_rows(p, begin, end);
-      if (kernel == CpuKernel::Avx2) return avx2_rows(p, begin, end);
-    }
+    if (kernel == CpuKernel::Avx512) return avx512_rows(p, begin, end);
+    if (kernel == CpuKernel::Avx2) return avx2_rows(p, begin, end);
     for (int64_t row = begin; row < end; ++row) {
       for (int64_t j = 0; j < p.hidden_size; ++j) element(p, row, j);
     }
   });
 }
-
-// The vectorized functions exist for float and double only; for the 16-bit types these
-// aliases are never called but must name something of the right type.
-template <typename T>
-using VecType = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, double>, T, float>;
 
 // Steps smaller than this many multiply-adds run on one thread.
 constexpr int64_t kParallelGemmMacs = int64_t(1) << 20;
@@ -126,32 +118,24 @@ struct CpuPointwise {
 
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
-    using V = VecType<scalar_t>;
-    using Fn = void (*)(const LstmForwardStep<V, V>&, int64_t, int64_t);
-    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::lstm_forward_rows<kTraining, V>),
-                                   Fn(&avx512::lstm_forward_rows<kTraining, V>),
-                                   [](const auto& q, int64_t r, int64_t j) { lstm_forward_element<kTraining>(q, r, j); });
+    run_pointwise(p, rows, &avx2::lstm_forward_rows<kTraining, scalar_t, acc_t>,
+                  &avx512::lstm_forward_rows<kTraining, scalar_t, acc_t>,
+                  [](const auto& q, int64_t r, int64_t j) { lstm_forward_element<kTraining>(q, r, j); });
   }
   template <typename scalar_t, typename acc_t>
   static void lstm_backward(const LstmBackwardStep<scalar_t, acc_t>& p, int64_t rows) {
-    using V = VecType<scalar_t>;
-    using Fn = void (*)(const LstmBackwardStep<V, V>&, int64_t, int64_t);
-    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::lstm_backward_rows<V>), Fn(&avx512::lstm_backward_rows<V>),
-                                   [](const auto& q, int64_t r, int64_t j) { lstm_backward_element(q, r, j); });
+    run_pointwise(p, rows, &avx2::lstm_backward_rows<scalar_t, acc_t>, &avx512::lstm_backward_rows<scalar_t, acc_t>,
+                  [](const auto& q, int64_t r, int64_t j) { lstm_backward_element(q, r, j); });
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_forward(const RnnForwardStep<scalar_t>& p, int64_t rows) {
-    using V = VecType<scalar_t>;
-    using Fn = void (*)(const RnnForwardStep<V>&, int64_t, int64_t);
-    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::rnn_forward_rows<act, V>), Fn(&avx512::rnn_forward_rows<act, V>),
-                                   [](const auto& q, int64_t r, int64_t j) { rnn_forward_element<act, scalar_t, acc_t>(q, r, j); });
+    run_pointwise(p, rows, &avx2::rnn_forward_rows<act, scalar_t, acc_t>, &avx512::rnn_forward_rows<act, scalar_t, acc_t>,
+                  [](const auto& q, int64_t r, int64_t j) { rnn_forward_element<act, scalar_t, acc_t>(q, r, j); });
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_backward(const RnnBackwardStep<scalar_t>& p, int64_t rows) {
-    using V = VecType<scalar_t>;
-    using Fn = void (*)(const RnnBackwardStep<V>&, int64_t, int64_t);
-    run_pointwise<scalar_t, acc_t>(p, rows, Fn(&avx2::rnn_backward_rows<act, V>), Fn(&avx512::rnn_backward_rows<act, V>),
-                                   [](const auto& q, int64_t r, int64_t j) { rnn_backward_element<act, scalar_t, acc_t>(q, r, j); });
+    run_pointwise(p, rows, &avx2::rnn_backward_rows<act, scalar_t, acc_t>, &avx512::rnn_backward_rows<act, scalar_t, acc_t>,
+                  [](const auto& q, int64_t r, int64_t j) { rnn_backward_element<act, scalar_t, acc_t>(q, r, j); });
   }
 };
 
