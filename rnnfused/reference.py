@@ -83,3 +83,31 @@ def rnn_layer(input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes=None, reverse=False
 
     output, (h_n,) = _run(step, input, [h0], batch_sizes, reverse, w_hh.shape[1])
     return output, h_n
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention: the formulas of csrc/registration.cpp, materialising everything.
+
+def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax over the last dim of (B, Tq, Tk) scores; mask (B, Tk) bool, True = attend.
+    Masked keys get weight 0; a row with every key masked gets all-zero weights (not NaN)."""
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    keep = mask[:, None, :]
+    weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    # masked_fill (not a product) so that the NaN of an all-masked row neither survives forward
+    # nor reaches the gradient.
+    return weights.masked_fill(~keep, 0.0)
+
+
+def additive_attention(query_proj, key_proj, v, values, mask=None):
+    """score[b,q,k] = v . tanh(query_proj[b,q] + key_proj[b,k]) -> (context, weights)."""
+    scores = torch.tanh(query_proj[:, :, None, :] + key_proj[:, None, :, :]) @ v  # (B, Tq, Tk)
+    weights = masked_softmax(scores, mask)
+    return weights @ values, weights
+
+
+def dot_attention(query, keys, values, mask=None, scale=1.0):
+    """score[b,q,k] = scale * query[b,q] . keys[b,k] -> (context, weights)."""
+    weights = masked_softmax(scale * (query @ keys.transpose(1, 2)), mask)
+    return weights @ values, weights

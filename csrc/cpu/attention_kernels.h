@@ -1,0 +1,55 @@
+// The CPU row kernels of the attention ops: the loops over one range of rows (or work items)
+// that the CPU policy (attention_cpu.cpp) runs inside at::parallel_for.
+//
+// They are written once, with at::vec::Vectorized (SLEEF tanh / exp), in
+// attention_kernels_impl.h, and compiled once per CPU capability, as ATen compiles its own CPU
+// kernels: attention_kernels.cpp (DEFAULT: any x86-64 / other CPU), attention_kernels_avx2.cpp
+// and attention_kernels_avx512.cpp. Each defines the table of its capability; the policy picks
+// the table that matches at::get_cpu_capability() (which honours ATEN_CPU_CAPABILITY).
+#pragma once
+
+#include <cstdint>
+
+#include "rnnfused/attention_math.h"
+
+namespace rnnfused {
+namespace cpu {
+
+// The CPU reduction scheme of the additive backward. grad_key[b] sums over the Tq queries of b
+// and grad_v over everything; rather than locking, work item i = b * splits + s handles queries
+// [s * chunk, min((s + 1) * chunk, Tq)) of batch element b and owns
+//   grad_key_partial + (s * B + b) * Tk * A   its (Tk, A) share of grad_key[b] (zeroed)
+//   grad_v_partial + i * A                   its (A) share of grad_v         (zeroed)
+// and writes the grad_query rows of its own queries. No two items write the same memory; the
+// policy sums the shares afterwards (with splits == 1, grad_key_partial is grad_key itself).
+template <typename acc_t>
+struct AdditiveBackwardSplit {
+  acc_t* grad_key_partial;  // (splits, B, Tk, A)
+  acc_t* grad_v_partial;    // (B * splits, A)
+  int64_t splits;
+  int64_t chunk;            // queries per split: ceil(Tq / splits)
+};
+
+template <typename acc_t>
+struct AttentionRowKernels {
+  // Rows [begin, end) of the B * Tq rows.
+  void (*additive_scores_softmax)(const AdditiveScoresParams<acc_t>&, int64_t begin, int64_t end);
+  void (*masked_softmax)(const MaskedSoftmaxParams<acc_t>&, int64_t begin, int64_t end);
+  void (*softmax_backward)(const SoftmaxBackwardParams<acc_t>&, int64_t begin, int64_t end);
+  // Work items [begin, end) of the B * splits items of AdditiveBackwardSplit.
+  void (*additive_scores_backward)(const AdditiveBackwardParams<acc_t>&,
+                                   const AdditiveBackwardSplit<acc_t>&, int64_t begin, int64_t end);
+};
+
+struct AttentionRowKernelTable {
+  AttentionRowKernels<float> f32;
+  AttentionRowKernels<double> f64;
+};
+
+// One per capability (the suffix is ATen's CPU_CAPABILITY name).
+const AttentionRowKernelTable& attention_row_kernels_DEFAULT();
+const AttentionRowKernelTable& attention_row_kernels_AVX2();
+const AttentionRowKernelTable& attention_row_kernels_AVX512();
+
+}  // namespace cpu
+}  // namespace rnnfused

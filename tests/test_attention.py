@@ -1,0 +1,284 @@
+"""The attention ops: parity with the from-formula references (rnnfused.reference) in float64,
+outputs and every gradient; gradcheck and opcheck of every attention op; masks (all-masked rows,
+length-1 rows); 16-bit error against torch's own; every CPU capability; bad input."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import rnnfused
+from conftest import available_devices
+from rnnfused import ops, reference
+
+# Odd sizes on purpose: A and Tk are not multiples of any vector width (tails), and exceed 16
+# (full vectors too).
+B, TQ, TK, A, DV = 3, 4, 21, 19, 6
+MASKS = ["none", "random", "all_masked_row", "length_one_row"]
+
+
+def rand(*shape, device="cpu", dtype=torch.float64, grad=True):
+    return torch.randn(*shape, device=device, dtype=dtype, requires_grad=grad)
+
+
+def make_mask(kind, batch=B, key_len=TK, device="cpu"):
+    """(B, Tk) bool, True = attend."""
+    if kind == "none":
+        return None
+    mask = torch.rand(batch, key_len, device=device) > 0.4
+    mask[:, 0] = True
+    if kind == "all_masked_row":
+        mask[1] = False
+    if kind == "length_one_row":
+        mask[1] = False
+        mask[1, 0] = True
+    return mask
+
+
+def additive_args(device, mask_kind, tq=TQ, tk=TK, dtype=torch.float64, grad=True):
+    return (rand(B, tq, A, device=device, dtype=dtype, grad=grad), rand(B, tk, A, device=device, dtype=dtype, grad=grad),
+            rand(A, device=device, dtype=dtype, grad=grad), rand(B, tk, DV, device=device, dtype=dtype, grad=grad),
+            make_mask(mask_kind, key_len=tk, device=device))
+
+
+def dot_args(device, mask_kind, tq=TQ, tk=TK, dtype=torch.float64, grad=True):
+    return (rand(B, tq, A, device=device, dtype=dtype, grad=grad), rand(B, tk, A, device=device, dtype=dtype, grad=grad),
+            rand(B, tk, DV, device=device, dtype=dtype, grad=grad), make_mask(mask_kind, key_len=tk, device=device))
+
+
+def outputs_and_grads(fn, args):
+    """fn(*args) and the gradients of a random weighting of its outputs w.r.t. every float
+    tensor argument that requires grad."""
+    outputs = fn(*args)
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    gen = torch.Generator().manual_seed(7)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum() for o in outputs)
+    return list(outputs), list(torch.autograd.grad(loss, leaves))
+
+
+def assert_all_close(got, expected, **tol):
+    assert len(got) == len(expected)
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape, f"tensor {i}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"tensor {i}: {m}")
+
+
+# --- the ops against the references, float64 ---------------------------------------------------
+
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("tq,tk", [(TQ, TK), (1, TK), (TQ, 1)], ids=["block", "one_query", "one_key"])
+def test_additive_matches_reference(device, mask_kind, tq, tk):
+    args = additive_args(device, mask_kind, tq, tk)
+    fused = outputs_and_grads(ops.additive_attention, args)
+    ref = outputs_and_grads(reference.additive_attention, args)
+    assert_all_close(fused[0] + fused[1], ref[0] + ref[1], atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("tq,tk", [(TQ, TK), (1, TK), (TQ, 1)], ids=["block", "one_query", "one_key"])
+def test_dot_matches_reference(device, mask_kind, tq, tk):
+    args = dot_args(device, mask_kind, tq, tk)
+    scale = 0.37
+    fused = outputs_and_grads(lambda *a: ops.dot_attention(*a, scale=scale), args)
+    ref = outputs_and_grads(lambda *a: reference.dot_attention(*a, scale=scale), args)
+    assert_all_close(fused[0] + fused[1], ref[0] + ref[1], atol=1e-12, rtol=1e-10)
+
+
+def test_reference_formulas():
+    """The references themselves against explicit per-element loops (one small case)."""
+    q, k, v, values, _ = additive_args("cpu", "none", tq=2, tk=3, grad=False)
+    mask = torch.tensor([[True, False, True], [True, True, True], [False, False, False]])
+    context, weights = reference.additive_attention(q, k, v, values, mask)
+    for b in range(B):
+        for i in range(2):
+            scores = [float((v * torch.tanh(q[b, i] + k[b, j])).sum()) for j in range(3)]
+            valid = [j for j in range(3) if mask[b, j]]
+            total = sum(math.exp(scores[j]) for j in valid)
+            for j in range(3):
+                expected = math.exp(scores[j]) / total if j in valid else 0.0
+                assert abs(float(weights[b, i, j]) - expected) < 1e-12
+            expected_context = sum((weights[b, i, j] * values[b, j] for j in range(3)), torch.zeros(DV, dtype=q.dtype))
+            torch.testing.assert_close(context[b, i], expected_context)
+
+
+@pytest.mark.parametrize("op", ["additive", "dot"])
+def test_all_masked_rows_are_zero_not_nan(device, op):
+    """A fully masked query gets zero weights, zero context and zero gradients (no NaN)."""
+    if op == "additive":
+        args = additive_args(device, "all_masked_row")
+        fn = ops.additive_attention
+    else:
+        args = dot_args(device, "all_masked_row")
+        fn = ops.dot_attention
+    (context, weights), grads = outputs_and_grads(fn, args)
+    assert torch.all(weights[1] == 0) and torch.all(context[1] == 0)
+    for g in grads:
+        assert torch.isfinite(g).all()
+    grad_query, grad_keys = grads[0], grads[1]
+    assert torch.all(grad_query[1] == 0) and torch.all(grad_keys[1] == 0)
+    mask = args[-1]
+    assert torch.all(weights.masked_select(~mask[:, None, :].expand_as(weights)) == 0)
+
+
+# --- gradcheck and opcheck -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mask_kind", ["none", "all_masked_row"])
+def test_gradcheck(device, mask_kind):
+    q, k, v, values = rand(B, 2, 5, device=device), rand(B, 3, 5, device=device), rand(5, device=device), rand(B, 3, 2, device=device)
+    mask = make_mask(mask_kind, key_len=3, device=device)
+    assert torch.autograd.gradcheck(lambda *a: ops.additive_attention(*a, mask), (q, k, v, values), eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda *a: ops.dot_attention(*a, mask, 0.7), (q, k, values), eps=1e-6, atol=1e-7)
+
+
+def _no_grad(args):
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "random"])
+def test_opcheck(device, mask_kind):
+    args = additive_args(device, mask_kind, tq=2, tk=5)
+    torch.library.opcheck(torch.ops.rnnfused.additive_attention_forward.default, args)
+    q, k, v, values, mask = _no_grad(args)
+    context, weights = torch.ops.rnnfused.additive_attention_forward(q, k, v, values, mask)
+    for grads in [(torch.randn_like(context), torch.randn_like(weights)), (torch.randn_like(context), None),
+                  (None, torch.randn_like(weights))]:
+        torch.library.opcheck(torch.ops.rnnfused.additive_attention_backward.default,
+                              (*grads, q, k, v, values, weights))
+
+    args = dot_args(device, mask_kind, tq=2, tk=5)
+    torch.library.opcheck(torch.ops.rnnfused.dot_attention_forward.default, (*args, 0.5))
+    q, k, values, mask = _no_grad(args)
+    context, weights = torch.ops.rnnfused.dot_attention_forward(q, k, values, mask, 0.5)
+    for grads in [(torch.randn_like(context), torch.randn_like(weights)), (None, torch.randn_like(weights))]:
+        torch.library.opcheck(torch.ops.rnnfused.dot_attention_backward.default,
+                              (*grads, q, k, values, weights, 0.5))
+
+
+# --- 16-bit ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("op", ["additive", "dot"])
+def test_16bit_error_within_twice_torchs(device, dtype, op):
+    """Against the float64 truth, the fused result in 16-bit is no worse than twice the
+    composite's (the reference run in the same dtype), outputs and gradients."""
+    make, fused_fn, ref_fn = {"additive": (additive_args, ops.additive_attention, reference.additive_attention),
+                              "dot": (dot_args, ops.dot_attention, reference.dot_attention)}[op]
+    truth_args = make("cpu", "random", tq=6, tk=40, grad=False)
+
+    def run(fn, dtype, device):
+        args = [a.to(device=device, dtype=dtype).requires_grad_() if a.is_floating_point() else a.to(device)
+                for a in truth_args[:-1]] + [truth_args[-1].to(device)]
+        outputs, grads = outputs_and_grads(fn, args)
+        return [t.double().cpu() for t in outputs + grads]
+
+    truth = run(ref_fn, torch.float64, "cpu")
+    torch_error = [(a - t).abs().max().item() for a, t in zip(run(ref_fn, dtype, device), truth)]
+    fused_error = [(a - t).abs().max().item() for a, t in zip(run(fused_fn, dtype, device), truth)]
+    floor = torch.finfo(dtype).eps
+    for i, (f, t) in enumerate(zip(fused_error, torch_error)):
+        assert f <= 2 * t + floor, f"tensor {i}: fused error {f:.3g} vs torch's {t:.3g}"
+
+
+# --- every CPU capability ----------------------------------------------------------------------
+
+CAPABILITY_CHECK = """
+import torch
+from rnnfused import ops, reference
+torch.manual_seed(0)
+assert torch.backends.cpu.get_cpu_capability() == {expected!r}, torch.backends.cpu.get_cpu_capability()
+for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 2e-5)]:
+    for tq, tk, a in [(3, 37, 41), (1, 5, 3)]:
+        q, k, v = torch.randn(2, tq, a, dtype=dtype), torch.randn(2, tk, a, dtype=dtype), torch.randn(a, dtype=dtype)
+        values = torch.randn(2, tk, 5, dtype=dtype)
+        mask = torch.rand(2, tk) > 0.3
+        mask[1] = False
+        for t in (q, k, v, values):
+            t.requires_grad_()
+        for fused, ref, args in [(ops.additive_attention, reference.additive_attention, (q, k, v, values, mask)),
+                                 (ops.dot_attention, reference.dot_attention, (q, k, values, mask))]:
+            out, ref_out = fused(*args), ref(*args)
+            leaves = [t for t in args if t.requires_grad]
+            grads = torch.autograd.grad(out[0].sum() + out[1].square().sum(), leaves)
+            ref_grads = torch.autograd.grad(ref_out[0].sum() + ref_out[1].square().sum(), leaves)
+            for x, y in zip([*out, *grads], [*ref_out, *ref_grads]):
+                torch.testing.assert_close(x, y, atol=tol, rtol=tol)
+print("ok")
+"""
+
+
+def _capabilities_below_this_cpu():
+    order = ["DEFAULT", "AVX2", "AVX512"]
+    current = torch.backends.cpu.get_cpu_capability()
+    return order[:order.index(current)] if current in order else []
+
+
+@pytest.mark.parametrize("capability", ["DEFAULT", "AVX2"])
+def test_cpu_capability_kernels(capability):
+    """The kernels of the lower capabilities (attention_kernels{,_avx2}.cpp) are what other CPUs
+    run: check them in a process where ATen is told to use them. (This machine's own capability
+    runs in every other test.)"""
+    if capability not in _capabilities_below_this_cpu():
+        pytest.skip(f"this CPU runs {torch.backends.cpu.get_cpu_capability()}")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability.lower(),
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(rnnfused.__file__)),
+                                           os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", CAPABILITY_CHECK.format(expected=capability)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+OP_ERRORS = {  # (argument index to replace, replacement, message)
+    "query_proj 2-D": (0, torch.randn(2, 4), "query_proj must be 3-D"),
+    "integer query_proj": (0, torch.ones(2, 3, 4, dtype=torch.long), "query_proj must be float32"),
+    "key_proj batch": (1, torch.randn(3, 5, 4), "key_proj has batch size 3"),
+    "key_proj attn_size": (1, torch.randn(2, 5, 6), "key_proj has feature size 6"),
+    "key_proj dtype": (1, torch.randn(2, 5, 4, dtype=torch.float64), "key_proj has dtype Double"),
+    "v size": (2, torch.randn(5), "v has attn_size 5"),
+    "v 2-D": (2, torch.randn(4, 1), "v must be 1-D"),
+    "values length": (3, torch.randn(2, 6, 7), "values has length 6"),
+    "mask dtype": (4, torch.ones(2, 5), "mask must be a bool tensor"),
+    "mask shape": (4, torch.ones(2, 6, dtype=torch.bool), r"mask must have shape \(B, Tk\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(OP_ERRORS))
+def test_op_bad_input_names_the_argument(case):
+    args = [torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(4), torch.randn(2, 5, 7),
+            torch.ones(2, 5, dtype=torch.bool)]
+    index, replacement, message = OP_ERRORS[case]
+    args[index] = replacement
+    with pytest.raises(RuntimeError, match=message):
+        ops.additive_attention(*args)
+
+
+def test_dot_op_bad_input_names_the_argument():
+    with pytest.raises(RuntimeError, match="keys has feature size 5"):
+        ops.dot_attention(torch.randn(2, 3, 4), torch.randn(2, 6, 5), torch.randn(2, 6, 7))
+    with pytest.raises(RuntimeError, match="grad_context must have shape"):
+        torch.ops.rnnfused.dot_attention_backward(torch.randn(2, 3, 6), None, torch.randn(2, 3, 4),
+                                                  torch.randn(2, 6, 4), torch.randn(2, 6, 7),
+                                                  torch.rand(2, 3, 6), 1.0)
+
+
+# --- CUDA only ---------------------------------------------------------------------------------
+
+needs_gpu = pytest.mark.skipif("cuda" not in available_devices(), reason="needs a GPU and a CUDA build of rnnfused")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_cuda_against_float64_cpu(dtype):
+    """Bigger shapes than the parity tests (several warps per row, A > block size)."""
+    q, k, v, values = (torch.randn(5, 9, 300, dtype=torch.float64), torch.randn(5, 70, 300, dtype=torch.float64),
+                       torch.randn(300, dtype=torch.float64) / 10, torch.randn(5, 70, 33, dtype=torch.float64))
+    mask = torch.rand(5, 70) > 0.3
+    mask[2] = False
+    tol = {torch.float32: 1e-4, torch.bfloat16: 1e-1, torch.float16: 2e-2}[dtype]
+    for fn, args in [(ops.additive_attention, (q, k, v, values, mask)), (ops.dot_attention, (q / 10, k, values, mask))]:
+        truth = outputs_and_grads(fn, [a.requires_grad_() if a.is_floating_point() else a for a in args])
+        cuda_args = [a.detach().to("cuda", dtype).requires_grad_() if a.is_floating_point() else a.cuda() for a in args]
+        got = outputs_and_grads(fn, cuda_args)
+        for a, b in zip(got[0] + got[1], truth[0] + truth[1]):
+            torch.testing.assert_close(a.double().cpu(), b, atol=tol, rtol=tol)
