@@ -7,9 +7,13 @@
 import torch
 
 from . import ops, reference
+from .attention import (AttentionLSTMCell, AttentionMemory, BahdanauAttention, GlobalAttention,
+                        LuongAttention)
 from .nn import LSTM, RNN, LSTMCell, RNNCell
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built"]
+__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built",
+           "BahdanauAttention", "LuongAttention", "GlobalAttention", "AttentionLSTMCell",
+           "AttentionMemory"]
 __version__ = "0.1.0"
 
 

@@ -1,6 +1,7 @@
-"""The attention ops: parity with the from-formula references (rnnfused.reference) in float64,
-outputs and every gradient; gradcheck and opcheck of every attention op; masks (all-masked rows,
-length-1 rows); 16-bit error against torch's own; every CPU capability; bad input."""
+"""The attention ops and modules: parity with the from-formula references (rnnfused.reference and
+restatements of the papers' / OpenNMT-py's equations in this file) in float64, outputs and every
+gradient; gradcheck and opcheck of every attention op; masks (all-masked rows, length-1 rows);
+16-bit error against torch's own; torch.compile; every CPU capability; bad input."""
 import math
 import os
 import subprocess
@@ -8,6 +9,8 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import rnnfused
 from conftest import available_devices
@@ -229,6 +232,202 @@ def test_cpu_capability_kernels(capability):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
+# --- modules -----------------------------------------------------------------------------------
+
+def composite_additive(query_proj, key_proj, v, values, mask):
+    """The usual eager implementation: materialise tanh(Wq q + Wk k) (B, Tq, Tk, A)."""
+    return reference.additive_attention(query_proj, key_proj, v, values, mask)
+
+
+@pytest.mark.parametrize("one_step", [True, False], ids=["step", "block"])
+@pytest.mark.parametrize("use_lengths", [True, False], ids=["lengths", "mask"])
+def test_bahdanau_module(device, one_step, use_lengths):
+    attn = rnnfused.BahdanauAttention(7, 5, 6).to(device=device, dtype=torch.float64)
+    query = rand(B, 7, device=device) if one_step else rand(B, TQ, 7, device=device)
+    keys, values = rand(B, TK, 5, device=device), rand(B, TK, DV, device=device)
+    lengths = torch.tensor([TK, 3, 0])
+    mask = torch.arange(TK)[None, :] < lengths[:, None]
+    kwargs = dict(lengths=lengths) if use_lengths else dict(mask=mask.to(device))
+
+    def fused(query, keys, values):
+        return attn(query, keys, values, **kwargs)
+
+    def formula(query, keys, values):
+        q = query.unsqueeze(1) if one_step else query
+        scores = torch.tanh(attn.query_proj(q)[:, :, None] + attn.key_proj(keys)[:, None]) @ attn.v
+        weights = reference.masked_softmax(scores, mask.to(device))
+        context = weights @ values
+        return (context.squeeze(1), weights.squeeze(1)) if one_step else (context, weights)
+
+    args = (query, keys, values)
+    got = outputs_and_grads(fused, args)
+    expected = outputs_and_grads(formula, args)
+    assert_all_close(got[0] + got[1], expected[0] + expected[1], atol=1e-12, rtol=1e-10)
+    shape = (B,) if one_step else (B, TQ)
+    assert got[0][0].shape == (*shape, DV) and got[0][1].shape == (*shape, TK)
+    # Parameter gradients too, and precomputed keys give the same result.
+    params = list(attn.parameters())
+    loss = sum(o.sum() for o in fused(*args))
+    memory = attn.precompute_keys(keys, values, **kwargs)
+    loss_memory = sum(o.sum() for o in attn(query, memory))
+    torch.testing.assert_close(loss_memory, loss)
+    loss_formula = sum(o.sum() for o in formula(*args))
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(loss_formula, params)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("score", ["dot", "general", "concat"])
+def test_luong_module(device, score):
+    query_size = 5 if score == "dot" else 7
+    attn = rnnfused.LuongAttention(query_size, 5, score=score).to(device=device, dtype=torch.float64)
+    query, keys = rand(B, TQ, query_size, device=device), rand(B, TK, 5, device=device)
+    mask = make_mask("all_masked_row", device=device)
+
+    def formula(query, keys):
+        if score == "dot":
+            scores = query @ keys.transpose(1, 2)
+        elif score == "general":  # h_t^T W_a h_s
+            scores = query @ attn.linear_in.weight.t() @ keys.transpose(1, 2)
+        else:  # v . tanh(W_a [h_t; h_s]) for every pair, materialised
+            pairs = torch.cat([query[:, :, None].expand(-1, -1, TK, -1),
+                               keys[:, None].expand(-1, TQ, -1, -1)], dim=-1)
+            scores = torch.tanh(pairs @ attn.linear.weight.t()) @ attn.v
+        weights = reference.masked_softmax(scores, mask)
+        return weights @ keys, weights
+
+    params = list(attn.parameters())
+    got = outputs_and_grads(lambda q, k, *p: attn(q, k, mask=mask), (query, keys, *params))
+    expected = outputs_and_grads(lambda q, k, *p: formula(q, k), (query, keys, *params))
+    assert_all_close(got[0] + got[1], expected[0] + expected[1], atol=1e-12, rtol=1e-10)
+
+
+def onmt_global_attention(module, source, memory_bank, src_len):
+    """OpenNMT-py's GlobalAttention.forward (softmax, no coverage), restated from its equations
+    with module's parameters: score, sequence mask, softmax, c = align @ H, linear_out([c; q]),
+    tanh for dot / general; one-step queries squeezed, multi-step ones batch-major."""
+    one_step = source.dim() == 2
+    h_t = source.unsqueeze(1) if one_step else source
+    h_s = memory_bank
+    if module.attn_type == "dot":
+        align = h_t @ h_s.transpose(1, 2)
+    elif module.attn_type == "general":
+        align = F.linear(h_t, module.linear_in.weight) @ h_s.transpose(1, 2)
+    else:
+        wq = F.linear(h_t, module.linear_query.weight, module.linear_query.bias)[:, :, None, :]
+        uh = F.linear(h_s, module.linear_context.weight)[:, None, :, :]
+        align = F.linear(torch.tanh(wq + uh), module.v.weight).squeeze(-1)
+    if src_len is not None:
+        valid = torch.arange(h_s.shape[1], device=h_s.device)[None, :] < src_len.to(h_s.device)[:, None]
+        align = align.masked_fill(~valid[:, None, :], float("-inf"))
+    align_vectors = torch.softmax(align, dim=-1)
+    c = align_vectors @ h_s
+    attn_h = F.linear(torch.cat([c, h_t], dim=-1), module.linear_out.weight, module.linear_out.bias)
+    if module.attn_type in ("dot", "general"):
+        attn_h = torch.tanh(attn_h)
+    if one_step:
+        return attn_h.squeeze(1), align_vectors.squeeze(1)
+    return attn_h, align_vectors
+
+
+ONMT_PARAMETERS = {
+    "dot": ["linear_out.weight"],
+    "general": ["linear_in.weight", "linear_out.weight"],
+    "mlp": ["linear_context.weight", "linear_query.weight", "linear_query.bias", "v.weight",
+            "linear_out.weight", "linear_out.bias"],
+}
+
+
+@pytest.mark.parametrize("attn_type", ["dot", "general", "mlp"])
+@pytest.mark.parametrize("one_step", [True, False], ids=["step", "block"])
+def test_global_attention_matches_opennmt(device, attn_type, one_step):
+    dim = 6
+    module = rnnfused.GlobalAttention(dim, attn_type=attn_type).to(device=device, dtype=torch.float64)
+    assert sorted(module.state_dict()) == sorted(ONMT_PARAMETERS[attn_type])
+    source = rand(B, dim, device=device) if one_step else rand(B, TQ, dim, device=device)
+    memory_bank = rand(B, TK, dim, device=device)
+    src_len = torch.tensor([TK, 5, 1], device=device)
+    params = list(module.parameters())
+    got = outputs_and_grads(lambda s, m, *p: module(s, m, src_len), (source, memory_bank, *params))
+    expected = outputs_and_grads(lambda s, m, *p: onmt_global_attention(module, s, m, src_len),
+                                 (source, memory_bank, *params))
+    assert_all_close(got[0] + got[1], expected[0] + expected[1], atol=1e-12, rtol=1e-10)
+
+
+def test_global_attention_rejects_what_it_does_not_implement():
+    with pytest.raises(ValueError, match="coverage"):
+        rnnfused.GlobalAttention(4, coverage=True)
+    with pytest.raises(ValueError, match="sparsemax"):
+        rnnfused.GlobalAttention(4, attn_func="sparsemax")
+    with pytest.raises(ValueError, match="attn_type"):
+        rnnfused.GlobalAttention(4, attn_type="bilinear")
+
+
+@pytest.mark.parametrize("score", ["general", "additive"])
+def test_attention_lstm_cell_matches_composite_loop(device, score):
+    """Five decoder steps against nn.LSTMCell + attention + W_c written from the formulas."""
+    input_size, hidden, memory_size, steps = 4, 6, 5, 5
+    cell = rnnfused.AttentionLSTMCell(input_size, hidden, memory_size, score=score).to(
+        device=device, dtype=torch.float64)
+    lstm = nn.LSTMCell(input_size + hidden, hidden).to(device=device, dtype=torch.float64)
+    lstm.load_state_dict(cell.lstm.state_dict())
+    attn = cell.attention
+    xs, memory = rand(steps, B, input_size, device=device), rand(B, TK, memory_size, device=device)
+    lengths = torch.tensor([TK, 4, 1])
+    mask = (torch.arange(TK)[None, :] < lengths[:, None]).to(device)
+
+    def composite(xs, memory, *params):
+        h = c = feed = torch.zeros(B, hidden, device=device, dtype=torch.float64)
+        outputs = []
+        for x in xs:
+            h, c = lstm(torch.cat([x, feed], 1), (h, c))
+            if score == "general":
+                scores = (attn.linear_in(h)[:, None, :] @ memory.transpose(1, 2)).squeeze(1)
+            else:
+                scores = torch.tanh(attn.query_proj(h)[:, None] + attn.key_proj(memory)) @ attn.v
+            weights = reference.masked_softmax(scores[:, None], mask).squeeze(1)
+            context = (weights[:, None] @ memory).squeeze(1)
+            feed = torch.tanh(cell.linear_out(torch.cat([context, h], 1)))
+            outputs += [feed, weights]
+        return outputs + [h, c]
+
+    def fused(xs, memory, *params):
+        prepared = cell.precompute_memory(memory, lengths=lengths)
+        hx, attn_h, outputs = None, None, []
+        for x in xs:
+            attn_h, hx, weights = cell(x, prepared, hx, attn_h)
+            outputs += [attn_h, weights]
+        return outputs + list(hx)
+
+    own = [p for n, p in cell.named_parameters() if not n.startswith("lstm.")]
+    got = outputs_and_grads(fused, (xs, memory, *cell.lstm.parameters(), *own))
+    expected = outputs_and_grads(composite, (xs, memory, *lstm.parameters(), *own))
+    assert_all_close(got[0] + got[1], expected[0] + expected[1], atol=1e-12, rtol=1e-10)
+
+
+def test_module_bad_input():
+    attn = rnnfused.BahdanauAttention(4, 3, 5)
+    keys = torch.randn(2, 6, 3)
+    with pytest.raises(ValueError, match="either mask or lengths"):
+        attn(torch.randn(2, 4), keys, mask=torch.ones(2, 6, dtype=torch.bool), lengths=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="query_size=4"):
+        attn(torch.randn(2, 5), keys)
+    with pytest.raises(ValueError, match="key_size=3"):
+        attn(torch.randn(2, 4), torch.randn(2, 6, 4))
+    with pytest.raises(ValueError, match="mask must be a bool"):
+        attn(torch.randn(2, 4), keys, mask=torch.ones(2, 6))
+    with pytest.raises(ValueError, match="lengths must have shape"):
+        attn(torch.randn(2, 4), keys, lengths=torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="values must have shape"):
+        attn(torch.randn(2, 4), keys, torch.randn(2, 5, 3))
+    memory = attn.precompute_keys(keys)
+    with pytest.raises(ValueError, match="precompute_keys"):
+        attn(torch.randn(2, 4), memory, lengths=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="needs query_size == key_size"):
+        rnnfused.LuongAttention(4, 3, score="dot")
+    with pytest.raises(ValueError, match="score must be"):
+        rnnfused.LuongAttention(4, 3, score="bilinear")
+
+
 OP_ERRORS = {  # (argument index to replace, replacement, message)
     "query_proj 2-D": (0, torch.randn(2, 4), "query_proj must be 3-D"),
     "integer query_proj": (0, torch.ones(2, 3, 4, dtype=torch.long), "query_proj must be float32"),
@@ -262,6 +461,34 @@ def test_dot_op_bad_input_names_the_argument():
                                                   torch.rand(2, 3, 6), 1.0)
 
 
+# --- torch.compile -----------------------------------------------------------------------------
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bahdanau = rnnfused.BahdanauAttention(5, 4, 6)
+        self.luong = rnnfused.LuongAttention(5, 4, score="general")
+
+    def forward(self, query, keys, lengths):
+        c1, w1 = self.bahdanau(query, keys, lengths=lengths)
+        c2, w2 = self.luong(query, keys, lengths=lengths)
+        return (c1 * c2).sum() + (w1 * w2).sum()
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    model = Decoder().double()
+    compiled = torch.compile(model, fullgraph=True)
+    query, keys = rand(2, 3, 5), rand(2, 7, 4)
+    lengths = torch.tensor([7, 0])
+    eager = model(query, keys, lengths)
+    eager_grads = torch.autograd.grad(eager, [query, keys, *model.parameters()])
+    result = compiled(query, keys, lengths)
+    compiled_grads = torch.autograd.grad(result, [query, keys, *model.parameters()])
+    torch.testing.assert_close(result, eager)
+    assert_all_close(list(compiled_grads), list(eager_grads))
+
+
 # --- CUDA only ---------------------------------------------------------------------------------
 
 needs_gpu = pytest.mark.skipif("cuda" not in available_devices(), reason="needs a GPU and a CUDA build of rnnfused")
@@ -282,3 +509,19 @@ def test_cuda_against_float64_cpu(dtype):
         got = outputs_and_grads(fn, cuda_args)
         for a, b in zip(got[0] + got[1], truth[0] + truth[1]):
             torch.testing.assert_close(a.double().cpu(), b, atol=tol, rtol=tol)
+
+
+@needs_gpu
+def test_cuda_no_host_synchronisation():
+    attn = rnnfused.BahdanauAttention(16, 8, 32).cuda()
+    luong = rnnfused.LuongAttention(16, 8, score="general").cuda()
+    query, keys = torch.randn(4, 5, 16, device="cuda", requires_grad=True), torch.randn(4, 11, 8, device="cuda")
+    lengths = torch.tensor([11, 3, 0, 1], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for module in (attn, luong):
+            context, weights = module(query, keys, lengths=lengths)
+            (context.sum() + weights.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
