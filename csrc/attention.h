@@ -218,7 +218,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
 
   Tensor grad_query = at::empty_like(q);
   Tensor grad_key = at::zeros_like(k);
-  Tensor grad_v = at::zeros_like(va);
+  Tensor grad_v_rows = at::empty_like(q);
   dispatch_acc(q.scalar_type(), [&](auto zero) {
     using acc_t = decltype(zero);
     AdditiveBackwardParams<acc_t> p;
@@ -228,7 +228,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
     p.v = va.const_data_ptr<acc_t>();
     p.grad_query = grad_query.mutable_data_ptr<acc_t>();
     p.grad_key = grad_key.mutable_data_ptr<acc_t>();
-    p.grad_v = grad_v.mutable_data_ptr<acc_t>();
+    p.grad_v_rows = grad_v_rows.mutable_data_ptr<acc_t>();
     p.batch = s.batch;
     p.query_len = s.query_len;
     p.key_len = s.key_len;
@@ -236,6 +236,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
     Kernels::additive_scores_backward(p);
   });
   const auto dtype = query_proj.scalar_type();
+  const Tensor grad_v = grad_v_rows.sum({0, 1});
   return {grad_query.to(dtype), grad_key.to(dtype), grad_v.to(dtype), grad_values.to(dtype)};
 }
 

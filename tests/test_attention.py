@@ -89,6 +89,20 @@ def test_dot_matches_reference(device, mask_kind, tq, tk):
     assert_all_close(fused[0] + fused[1], ref[0] + ref[1], atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 3, 4), (2, 0, 3, 4), (2, 2, 0, 4), (2, 2, 3, 0)],
+                         ids=["no_batch", "no_query", "no_key", "no_unit"])
+def test_empty_sizes(device, shape):
+    """Zero-sized dimensions: empty outputs, zero context without keys, zero gradients."""
+    batch, tq, tk, units = shape
+    args = (rand(batch, tq, units, device=device), rand(batch, tk, units, device=device),
+            rand(units, device=device), rand(batch, tk, DV, device=device))
+    for fused, ref, call_args in [(ops.additive_attention, reference.additive_attention, args),
+                                  (ops.dot_attention, reference.dot_attention, (args[0], args[1], args[3]))]:
+        got = outputs_and_grads(fused, call_args)
+        expected = outputs_and_grads(ref, call_args)
+        assert_all_close(got[0] + got[1], expected[0] + expected[1])
+
+
 def test_reference_formulas():
     """The references themselves against explicit per-element loops (one small case)."""
     q, k, v, values, _ = additive_args("cpu", "none", tq=2, tk=3, grad=False)

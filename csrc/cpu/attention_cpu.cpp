@@ -67,7 +67,7 @@ struct CpuAttentionKernels {
     });
   }
 
-  // grad_key and grad_v are sums over queries: each work item accumulates its own share
+  // grad_key[b] sums over the queries of b: each work item accumulates its own share
   // (AdditiveBackwardSplit), summed here afterwards.
   template <typename acc_t>
   static void additive_scores_backward(const AdditiveBackwardParams<acc_t>& p) {
@@ -76,21 +76,18 @@ struct CpuAttentionKernels {
     const int64_t splits = std::min(Tq, std::max<int64_t>(1, (kMinBackwardItems + B - 1) / B));
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor grad_key_partial = splits > 1 ? at::zeros({splits, B, Tk, A}, options) : at::Tensor();
-    const at::Tensor grad_v_partial = at::zeros({B * splits, A}, options);
 
     cpu::AdditiveBackwardSplit<acc_t> split;
     split.grad_key_partial = splits > 1 ? grad_key_partial.mutable_data_ptr<acc_t>() : p.grad_key;
-    split.grad_v_partial = grad_v_partial.mutable_data_ptr<acc_t>();
     split.splits = splits;
     split.chunk = (Tq + splits - 1) / splits;
     at::parallel_for(0, B * splits, grain(split.chunk * Tk * A), [&](int64_t begin, int64_t end) {
       row_kernels<acc_t>().additive_scores_backward(p, split, begin, end);
     });
-
-    at::Tensor grad_key = at::from_blob(p.grad_key, {B, Tk, A}, options);
-    if (splits > 1) at::sum_out(grad_key, grad_key_partial, {0});
-    at::Tensor grad_v = at::from_blob(p.grad_v, {A}, options);
-    at::sum_out(grad_v, grad_v_partial, {0});
+    if (splits > 1) {
+      at::Tensor grad_key = at::from_blob(p.grad_key, {B, Tk, A}, options);
+      at::sum_out(grad_key, grad_key_partial, {0});
+    }
   }
 };
 

@@ -15,17 +15,16 @@
 namespace rnnfused {
 namespace cpu {
 
-// The CPU reduction scheme of the additive backward. grad_key[b] sums over the Tq queries of b
-// and grad_v over everything; rather than locking, work item i = b * splits + s handles queries
-// [s * chunk, min((s + 1) * chunk, Tq)) of batch element b and owns
-//   grad_key_partial + (s * B + b) * Tk * A   its (Tk, A) share of grad_key[b] (zeroed)
-//   grad_v_partial + i * A                   its (A) share of grad_v         (zeroed)
-// and writes the grad_query rows of its own queries. No two items write the same memory; the
-// policy sums the shares afterwards (with splits == 1, grad_key_partial is grad_key itself).
+// The CPU reduction scheme of grad_key in the additive backward. grad_key[b] sums over the Tq
+// queries of b; rather than locking, work item i = b * splits + s handles queries
+// [s * chunk, min((s + 1) * chunk, Tq)) of batch element b, writes the grad_query and grad_v_rows
+// rows of those queries, and adds its share of grad_key[b] into
+//   grad_key_partial + (s * B + b) * Tk * A   (Tk, A), zeroed.
+// No two items write the same memory; the policy sums the shares afterwards (with splits == 1,
+// grad_key_partial is grad_key itself).
 template <typename acc_t>
 struct AdditiveBackwardSplit {
   acc_t* grad_key_partial;  // (splits, B, Tk, A)
-  acc_t* grad_v_partial;    // (B * splits, A)
   int64_t splits;
   int64_t chunk;            // queries per split: ceil(Tq / splits)
 };

@@ -8,8 +8,9 @@
 // nothing: scratch lives in the rows it writes (scores become weights in place).
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
-// GCC's AVX-512 intrinsics trip -Wmaybe-uninitialized on their deliberately undefined vectors.
+// GCC's AVX-512 intrinsics trip -W(maybe-)uninitialized on their deliberately undefined vectors.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include <algorithm>
 
@@ -126,7 +127,7 @@ void softmax_backward_rows(const SoftmaxBackwardParams<T>& p, int64_t begin, int
 
 // The hot loop of the backward: for every (q, k) with dL/dscore != 0 (masked keys have
 // weight 0 and so dL/dscore = 0: they are skipped), recompute t = tanh(q + k) over the A units
-// and accumulate grad_query[q], grad_key[k] (this item's share) and grad_v (this item's share).
+// and accumulate grad_query[q], grad_v_rows[q] and this item's share of grad_key[k].
 template <typename T>
 void additive_scores_backward_items(const AdditiveBackwardParams<T>& p,
                                     const AdditiveBackwardSplit<T>& split, int64_t begin,
@@ -137,14 +138,15 @@ void additive_scores_backward_items(const AdditiveBackwardParams<T>& p,
     const int64_t b = item / split.splits, s = item % split.splits;
     const int64_t q_begin = s * split.chunk, q_end = std::min(Tq, q_begin + split.chunk);
     T* grad_key = split.grad_key_partial + (s * B + b) * Tk * A;
-    T* grad_v = split.grad_v_partial + item * A;
     const T* keys = p.key + b * Tk * A;
     for (int64_t qi = q_begin; qi < q_end; ++qi) {
       const int64_t r = b * Tq + qi;
       const T* q = p.query + r * A;
       const T* ds = p.grad_scores + r * Tk;
       T* grad_q = p.grad_query + r * A;
+      T* grad_v = p.grad_v_rows + r * A;
       std::fill(grad_q, grad_q + A, T(0));
+      std::fill(grad_v, grad_v + A, T(0));
       for (int64_t k = 0; k < Tk; ++k) {
         if (ds[k] == T(0)) continue;
         const V d(ds[k]);

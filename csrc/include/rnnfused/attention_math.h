@@ -146,9 +146,10 @@ struct SoftmaxBackwardParams {
   int64_t key_len;
 };
 
-// Backward of the additive scores given dL/dscore. grad_key and grad_v are sums over many
-// (q, k) pairs: the host zeroes them, the device kernels add into them (each device chooses its
-// own reduction scheme; see csrc/cpu/attention_cpu.cpp and csrc/cuda/attention_cuda.cu).
+// Backward of the additive scores given dL/dscore. grad_key sums over the Tq queries of a batch
+// element: the host zeroes it and each device chooses its own reduction scheme (see
+// csrc/cpu/attention_cpu.cpp and csrc/cuda/attention_cuda.cu). grad_v sums over everything: the
+// kernels write one row of it per (b, q) row, which the host sums.
 template <typename acc_t>
 struct AdditiveBackwardParams {
   const acc_t* grad_scores;  // (B, Tq, Tk) dL/dscore
@@ -157,7 +158,7 @@ struct AdditiveBackwardParams {
   const acc_t* v;            // (A)
   acc_t* grad_query;         // out: (B, Tq, A)
   acc_t* grad_key;           // out: (B, Tk, A), zeroed by the host
-  acc_t* grad_v;             // out: (A), zeroed by the host
+  acc_t* grad_v_rows;        // out: (B, Tq, A), row r = sum over keys of dL/dv of row r
   int64_t batch;
   int64_t query_len;
   int64_t key_len;
