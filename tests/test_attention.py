@@ -103,6 +103,19 @@ def test_empty_sizes(device, shape):
         assert_all_close(got[0] + got[1], expected[0] + expected[1])
 
 
+@pytest.mark.parametrize("op", ["additive", "dot"])
+def test_float32_close_to_float64(device, op):
+    """float32 (the CPU's rational tanh and fast exp included) against the float64 truth."""
+    args = additive_args("cpu", "random", tq=5, tk=40) if op == "additive" else dot_args("cpu", "random", tq=5, tk=40)
+    fused, ref = (ops.additive_attention, reference.additive_attention) if op == "additive" else (ops.dot_attention, reference.dot_attention)
+    truth = outputs_and_grads(ref, args)
+    args32 = [a.detach().to(device, torch.float32).requires_grad_() if a.is_floating_point() else a.to(device)
+              for a in args[:-1]] + [args[-1].to(device)]
+    got = outputs_and_grads(fused, args32)
+    for a, b in zip(got[0] + got[1], truth[0] + truth[1]):
+        torch.testing.assert_close(a.double().cpu(), b, atol=2e-5, rtol=2e-5)
+
+
 def test_reference_formulas():
     """The references themselves against explicit per-element loops (one small case)."""
     q, k, v, values, _ = additive_args("cpu", "none", tq=2, tk=3, grad=False)

@@ -21,6 +21,40 @@
 #endif
 
 namespace rnnfused {
+
+// ---------------------------------------------------------------------------------------------
+// The float vector math of the CPU kernels. attention_math.h calls tanh_ / exp_ of a SIMD vector
+// type, which by default are the vector's own .tanh() / .exp() (SLEEF); for float vectors these
+// explicit specialisations take over (double keeps SLEEF's 1-ULP functions):
+//
+// tanh: an odd rational approximation (the minimax 13/6 one Eigen uses for float), clamped to
+// |x| <= 7.905 where float tanh rounds to +-1. Measured here over [-10, 10]: at most 4.3 ULP and
+// 2.6e-7 absolute from tanh, against SLEEF's 1 ULP, and 5x faster than SLEEF's tanhf on
+// AVX-512: the tanh of the (B, Tq, Tk, A) additive scores is nearly all the work of the additive
+// ops, forward and backward.
+// exp: ATen's exp_u20, the one torch's own CPU softmax uses (at most 20 ULP).
+template <>
+RNNF_ATTENTION_FN at::vec::Vectorized<float> tanh_(const at::vec::Vectorized<float>& x_in) {
+  using V = at::vec::Vectorized<float>;
+  const V x = at::vec::clamp(x_in, V(-7.90531110763549805f), V(7.90531110763549805f));
+  const V x2 = x * x;
+  V p = at::vec::fmadd(x2, V(-2.76076847742355e-16f), V(2.00018790482477e-13f));
+  p = at::vec::fmadd(x2, p, V(-8.60467152213735e-11f));
+  p = at::vec::fmadd(x2, p, V(5.12229709037114e-08f));
+  p = at::vec::fmadd(x2, p, V(1.48572235717979e-05f));
+  p = at::vec::fmadd(x2, p, V(6.37261928875436e-04f));
+  p = at::vec::fmadd(x2, p, V(4.89352455891786e-03f));
+  V q = at::vec::fmadd(x2, V(1.19825839466702e-06f), V(1.18534705686654e-04f));
+  q = at::vec::fmadd(x2, q, V(2.26843463243900e-03f));
+  q = at::vec::fmadd(x2, q, V(4.89352518554385e-03f));
+  return x * p / q;
+}
+
+template <>
+RNNF_ATTENTION_FN at::vec::Vectorized<float> exp_(const at::vec::Vectorized<float>& x) {
+  return x.exp_u20();
+}
+
 namespace cpu {
 namespace {  // this capability's copies stay private to their translation unit
 

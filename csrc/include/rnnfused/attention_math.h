@@ -44,7 +44,9 @@
 namespace rnnfused {
 
 // SIMD vector types: exp_ / tanh_ of float and double (gate_math.h) are exact matches and win
-// overload resolution for scalars; any other V must provide the member function.
+// overload resolution for scalars; any other V must provide the member function, or a kernel
+// explicitly specialises these templates for its vector type (the CPU kernels do, for float:
+// csrc/cpu/attention_kernels_impl.h).
 template <typename V>
 RNNF_ATTENTION_FN V tanh_(const V& x) { return x.tanh(); }
 template <typename V>
