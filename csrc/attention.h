@@ -5,20 +5,26 @@
 //
 //   struct Kernels {
 //     template <class T> static void additive_scores_softmax(const AdditiveScoresParams<T>&);
-//     template <class T> static void masked_softmax(const MaskedSoftmaxParams<T>&);
 //     template <class T> static void softmax_backward(const SoftmaxBackwardParams<T>&);
 //     template <class T> static void additive_scores_backward(const AdditiveBackwardParams<T>&);
+//     static constexpr bool kFusedDotAttention;  // and then either
+//     template <class T> static void dot_attention(const DotAttentionParams<T>&);
+//     template <class T> static void dot_attention_backward(const DotAttentionBackwardParams<T>&);
+//     // or
+//     template <class T> static void masked_softmax(const MaskedSoftmaxParams<T>&);
 //   };
 //
 // Work per op (B = batch, Tq / Tk = query / key lengths, A = attention size, Dv = value size):
 //   additive forward    kernel: scores (never the (B, Tq, Tk, A) tanh tensor) + masked softmax;
 //                       GEMM: context = weights @ values
-//   dot forward         GEMM: scores = query @ keys^T; kernel: masked softmax (scale, mask) in
-//                       place; GEMM: context = weights @ values
-//   backward (both)     GEMM: g = grad_weights + grad_context @ values^T; kernel: softmax
-//                       backward in place (g -> dL/dscore); GEMM: grad_values = weights^T @ grad_context
-//   additive backward   kernel: recomputes tanh(query + key) for grad_query, grad_key, grad_v
-//   dot backward        GEMMs: grad_query = dS @ keys, grad_keys = dS^T @ query
+//   additive backward   GEMM: g = grad_weights + grad_context @ values^T; kernel: softmax
+//                       backward in place (g -> dL/dscore); GEMM: grad_values = weights^T @
+//                       grad_context; kernel: recomputes tanh(query + key) for grad_query,
+//                       grad_key, grad_v
+//   dot, fused          the policy's kernels (CPU: per batch element, in cache, masked keys skipped)
+//   dot, GEMMs          GEMM: scores = query @ keys^T; kernel: masked softmax (scale, mask) in
+//                       place; GEMM: context = weights @ values. Backward as the additive one up
+//                       to dL/dscore (dS), then GEMMs: grad_query = dS @ keys, grad_keys = dS^T @ query
 #pragma once
 
 #include <ATen/ATen.h>
@@ -241,7 +247,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dot attention (Luong dot / general; scaled dot product with scale = 1/sqrt(D)).
+// Dot attention (Luong dot / general; scaled dot product with scale = 1/sqrt(D)). A policy with
+// kFusedDotAttention runs it in its own fused kernels (the CPU); the others as GEMMs around the
+// masked_softmax kernel.
 
 template <typename Kernels>
 std::tuple<Tensor, Tensor> dot_attention_forward_impl(
@@ -252,19 +260,42 @@ std::tuple<Tensor, Tensor> dot_attention_forward_impl(
 
   const Tensor q = as_acc(query), k = as_acc(keys), val = as_acc(values);
   const auto mask_c = contiguous_mask(mask);
-  Tensor weights = at::bmm(q, k.transpose(1, 2));  // raw scores, then weights in place
-  dispatch_acc(q.scalar_type(), [&](auto zero) {
-    using acc_t = decltype(zero);
-    MaskedSoftmaxParams<acc_t> p;
-    p.scores = weights.mutable_data_ptr<acc_t>();
-    p.mask = mask_ptr(mask_c);
-    p.scale = static_cast<acc_t>(scale);
-    p.batch = s.batch;
-    p.query_len = s.query_len;
-    p.key_len = s.key_len;
-    Kernels::masked_softmax(p);
-  });
-  const Tensor context = at::bmm(weights, val);
+  Tensor weights, context;
+  if constexpr (Kernels::kFusedDotAttention) {
+    weights = at::empty({s.batch, s.query_len, s.key_len}, q.options());
+    context = at::empty({s.batch, s.query_len, s.value_size}, q.options());
+    dispatch_acc(q.scalar_type(), [&](auto zero) {
+      using acc_t = decltype(zero);
+      DotAttentionParams<acc_t> p;
+      p.query = q.const_data_ptr<acc_t>();
+      p.keys = k.const_data_ptr<acc_t>();
+      p.values = val.const_data_ptr<acc_t>();
+      p.mask = mask_ptr(mask_c);
+      p.weights = weights.mutable_data_ptr<acc_t>();
+      p.context = context.mutable_data_ptr<acc_t>();
+      p.scale = static_cast<acc_t>(scale);
+      p.batch = s.batch;
+      p.query_len = s.query_len;
+      p.key_len = s.key_len;
+      p.feature = s.feature;
+      p.value_size = s.value_size;
+      Kernels::dot_attention(p);
+    });
+  } else {
+    weights = at::bmm(q, k.transpose(1, 2));  // raw scores, then weights in place
+    dispatch_acc(q.scalar_type(), [&](auto zero) {
+      using acc_t = decltype(zero);
+      MaskedSoftmaxParams<acc_t> p;
+      p.scores = weights.mutable_data_ptr<acc_t>();
+      p.mask = mask_ptr(mask_c);
+      p.scale = static_cast<acc_t>(scale);
+      p.batch = s.batch;
+      p.query_len = s.query_len;
+      p.key_len = s.key_len;
+      Kernels::masked_softmax(p);
+    });
+    context = at::bmm(weights, val);
+  }
   return {context.to(query.scalar_type()), weights.to(query.scalar_type())};
 }
 
@@ -279,10 +310,39 @@ std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_impl(
   check_output_like(grad_context, "grad_context", query, "query", {s.batch, s.query_len, s.value_size});
 
   const Tensor q = as_acc(query), k = as_acc(keys), val = as_acc(values), w = as_acc(weights);
-  auto [grad_scores, grad_values] = score_and_value_grads<Kernels>(grad_context, grad_weights, val, w, scale);
   const auto dtype = query.scalar_type();
-  return {at::bmm(grad_scores, k).to(dtype), at::bmm(grad_scores.transpose(1, 2), q).to(dtype),
-          grad_values.to(dtype)};
+  if constexpr (Kernels::kFusedDotAttention) {
+    const Tensor gc = grad_context.has_value() ? as_acc(*grad_context) : Tensor();
+    const Tensor gw = grad_weights.has_value() ? as_acc(*grad_weights) : Tensor();
+    Tensor grad_scores = at::empty_like(w);
+    Tensor grad_query = at::empty_like(q), grad_keys = at::empty_like(k), grad_values = at::empty_like(val);
+    dispatch_acc(q.scalar_type(), [&](auto zero) {
+      using acc_t = decltype(zero);
+      DotAttentionBackwardParams<acc_t> p;
+      p.grad_context = gc.defined() ? gc.const_data_ptr<acc_t>() : nullptr;
+      p.grad_weights = gw.defined() ? gw.const_data_ptr<acc_t>() : nullptr;
+      p.query = q.const_data_ptr<acc_t>();
+      p.keys = k.const_data_ptr<acc_t>();
+      p.values = val.const_data_ptr<acc_t>();
+      p.weights = w.const_data_ptr<acc_t>();
+      p.grad_scores = grad_scores.mutable_data_ptr<acc_t>();
+      p.grad_query = grad_query.mutable_data_ptr<acc_t>();
+      p.grad_keys = grad_keys.mutable_data_ptr<acc_t>();
+      p.grad_values = grad_values.mutable_data_ptr<acc_t>();
+      p.scale = static_cast<acc_t>(scale);
+      p.batch = s.batch;
+      p.query_len = s.query_len;
+      p.key_len = s.key_len;
+      p.feature = s.feature;
+      p.value_size = s.value_size;
+      Kernels::dot_attention_backward(p);
+    });
+    return {grad_query.to(dtype), grad_keys.to(dtype), grad_values.to(dtype)};
+  } else {
+    auto [grad_scores, grad_values] = score_and_value_grads<Kernels>(grad_context, grad_weights, val, w, scale);
+    return {at::bmm(grad_scores, k).to(dtype), at::bmm(grad_scores.transpose(1, 2), q).to(dtype),
+            grad_values.to(dtype)};
+  }
 }
 
 }  // namespace attention

@@ -45,7 +45,12 @@ const cpu::AttentionRowKernels<acc_t>& row_kernels() {
   }
 }
 
+int64_t blocks_of(int64_t n) { return (n + cpu::kDotRowBlock - 1) / cpu::kDotRowBlock; }
+
 struct CpuAttentionKernels {
+  // Dot attention runs fused (attention_kernels_impl.h) rather than as GEMMs + masked_softmax.
+  static constexpr bool kFusedDotAttention = true;
+
   template <typename acc_t>
   static void additive_scores_softmax(const AdditiveScoresParams<acc_t>& p) {
     at::parallel_for(0, p.batch * p.query_len, grain(p.key_len * p.attn_size), [&](int64_t begin, int64_t end) {
@@ -54,17 +59,29 @@ struct CpuAttentionKernels {
   }
 
   template <typename acc_t>
-  static void masked_softmax(const MaskedSoftmaxParams<acc_t>& p) {
-    at::parallel_for(0, p.batch * p.query_len, grain(p.key_len), [&](int64_t begin, int64_t end) {
-      row_kernels<acc_t>().masked_softmax(p, begin, end);
-    });
-  }
-
-  template <typename acc_t>
   static void softmax_backward(const SoftmaxBackwardParams<acc_t>& p) {
     at::parallel_for(0, p.rows, grain(p.key_len), [&](int64_t begin, int64_t end) {
       row_kernels<acc_t>().softmax_backward(p, begin, end);
     });
+  }
+
+  template <typename acc_t>
+  static void dot_attention(const DotAttentionParams<acc_t>& p) {
+    const int64_t work = cpu::kDotRowBlock * p.key_len * (p.feature + p.value_size);
+    at::parallel_for(0, p.batch * blocks_of(p.query_len), grain(work), [&](int64_t begin, int64_t end) {
+      row_kernels<acc_t>().dot_attention(p, begin, end);
+    });
+  }
+
+  // Two passes: the query blocks write dL/dscore, which the key blocks then read across queries.
+  template <typename acc_t>
+  static void dot_attention_backward(const DotAttentionBackwardParams<acc_t>& p) {
+    at::parallel_for(0, p.batch * blocks_of(p.query_len),
+                     grain(cpu::kDotRowBlock * p.key_len * (p.feature + p.value_size)),
+                     [&](int64_t begin, int64_t end) { row_kernels<acc_t>().dot_backward_queries(p, begin, end); });
+    at::parallel_for(0, p.batch * blocks_of(p.key_len),
+                     grain(cpu::kDotRowBlock * p.query_len * (p.feature + p.value_size)),
+                     [&](int64_t begin, int64_t end) { row_kernels<acc_t>().dot_backward_keys(p, begin, end); });
   }
 
   // grad_key[b] sums over the queries of b: each work item accumulates its own share

@@ -29,15 +29,23 @@ struct AdditiveBackwardSplit {
   int64_t chunk;            // queries per split: ceil(Tq / splits)
 };
 
+// The fused dot-attention kernels work on blocks of this many query (or key) rows of one batch
+// element: work item = (b, block).
+constexpr int64_t kDotRowBlock = 4;
+
 template <typename acc_t>
 struct AttentionRowKernels {
   // Rows [begin, end) of the B * Tq rows.
   void (*additive_scores_softmax)(const AdditiveScoresParams<acc_t>&, int64_t begin, int64_t end);
-  void (*masked_softmax)(const MaskedSoftmaxParams<acc_t>&, int64_t begin, int64_t end);
   void (*softmax_backward)(const SoftmaxBackwardParams<acc_t>&, int64_t begin, int64_t end);
   // Work items [begin, end) of the B * splits items of AdditiveBackwardSplit.
   void (*additive_scores_backward)(const AdditiveBackwardParams<acc_t>&,
                                    const AdditiveBackwardSplit<acc_t>&, int64_t begin, int64_t end);
+  // Work items [begin, end) of the B * ceil(Tq / kDotRowBlock) query blocks ...
+  void (*dot_attention)(const DotAttentionParams<acc_t>&, int64_t begin, int64_t end);
+  void (*dot_backward_queries)(const DotAttentionBackwardParams<acc_t>&, int64_t begin, int64_t end);
+  // ... and, once every query block is done, of the B * ceil(Tk / kDotRowBlock) key blocks.
+  void (*dot_backward_keys)(const DotAttentionBackwardParams<acc_t>&, int64_t begin, int64_t end);
 };
 
 struct AttentionRowKernelTable {

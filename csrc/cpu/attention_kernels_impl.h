@@ -13,6 +13,7 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "attention_kernels.h"
 
@@ -126,36 +127,22 @@ void additive_scores_softmax_rows(const AdditiveScoresParams<T>& p, int64_t begi
   }
 }
 
+// g[0, n): dL/dweights in, dL/dscore out, given the weights w of the row (attention_math.h).
 template <typename T>
-void masked_softmax_rows(const MaskedSoftmaxParams<T>& p, int64_t begin, int64_t end) {
-  const int64_t Tk = p.key_len;
-  if (Tk == 0) return;
-  for (int64_t r = begin; r < end; ++r) {
-    T* x = p.scores + r * Tk;
-    if (p.mask == nullptr) {
-      const Vec<T> scale(p.scale);
-      at::vec::map([&](const Vec<T>& s) { return s * scale; }, x, x, Tk);
-    } else {
-      const bool* mask = p.mask + (r / p.query_len) * Tk;
-      for (int64_t k = 0; k < Tk; ++k) x[k] = masked_score(x[k], mask[k], p.scale);
-    }
-    softmax_row_inplace(x, Tk);
-  }
+void softmax_backward_row(const T* w, T* g, int64_t n, T scale_value) {
+  using V = Vec<T>;
+  if (n == 0) return;
+  const V scale(scale_value);
+  const V row_dot(at::vec::map2_reduce_all<T>(
+      [](const V& a, const V& b) { return a * b; }, vec_sum<T>, w, g, n));
+  at::vec::map2([&](const V& wv, const V& gv) { return softmax_backward_term(wv, gv, row_dot, scale); },
+                g, w, g, n);
 }
 
 template <typename T>
 void softmax_backward_rows(const SoftmaxBackwardParams<T>& p, int64_t begin, int64_t end) {
-  using V = Vec<T>;
-  const int64_t Tk = p.key_len;
-  if (Tk == 0) return;
-  const V scale(p.scale);
   for (int64_t r = begin; r < end; ++r) {
-    const T* w = p.weights + r * Tk;
-    T* g = p.grad + r * Tk;
-    const V row_dot(at::vec::map2_reduce_all<T>(
-        [](const V& a, const V& b) { return a * b; }, vec_sum<T>, w, g, Tk));
-    at::vec::map2([&](const V& wv, const V& gv) { return softmax_backward_term(wv, gv, row_dot, scale); },
-                  g, w, g, Tk);
+    softmax_backward_row(p.weights + r * p.key_len, p.grad + r * p.key_len, p.key_len, p.scale);
   }
 }
 
@@ -201,10 +188,195 @@ void additive_scores_backward_items(const AdditiveBackwardParams<T>& p,
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Dot attention, fused per block of kDotRowBlock rows of one batch element: its keys and values
+// stay in cache between the score product, the softmax and the context product, the rows of a
+// block share every load of a key or value row, and masked keys are neither scored nor summed.
+
+// Runs f(std::integral_constant<int, R>) with R = rows (1 .. kDotRowBlock) as a constant.
+template <typename F>
+void with_rows(int64_t rows, F&& f) {
+  static_assert(kDotRowBlock == 4, "with_rows covers 1 .. 4 rows");
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// out[r][c] = sum_{d < D} x[r * x_stride + d] * y[c * y_stride + d]: R rows dotted with C rows.
+template <int R, int C, typename T>
+void row_dots(const T* x, int64_t x_stride, const T* y, int64_t y_stride, int64_t D, T (&out)[R][C]) {
+  using V = Vec<T>;
+  V acc[R][C];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) acc[r][c] = V(T(0));
+  }
+  const auto step = [&](int64_t d, int64_t n) {  // n < V::size(): the other lanes load as 0
+    V yv[C];
+    for (int c = 0; c < C; ++c) yv[c] = V::loadu(y + c * y_stride + d, n);
+    for (int r = 0; r < R; ++r) {
+      const V xv = V::loadu(x + r * x_stride + d, n);
+      for (int c = 0; c < C; ++c) acc[r][c] = at::vec::fmadd(xv, yv[c], acc[r][c]);
+    }
+  };
+  int64_t d = 0;
+  for (; d + V::size() <= D; d += V::size()) step(d, V::size());
+  if (d < D) step(d, D - d);
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) out[r][c] = at::vec::vec_reduce_all<T>(vec_sum<T>, acc[r][c]);
+  }
+}
+
+// out[r, n] = sum_{k < K} a(r, k) * b[k, n] for r < R, n < N, where a(r, k) = a[r * a_rs + k * a_ks]
+// (broadcast, so any layout) and b, out are row-major. Every k whose a(., k) is 0 in all R rows
+// is skipped: keys of weight 0 (masked) cost nothing.
+template <int R, typename T>
+void broadcast_products(int64_t N, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
+                        int64_t ldb, T* out, int64_t ldo) {
+  using V = Vec<T>;
+  constexpr int64_t W = V::size();
+  // Columns [n0, n0 + n_first) and [n0 + W, n0 + W + n_second): two vectors per row.
+  const auto tile = [&](int64_t n0, int64_t n_first, int64_t n_second) {
+    V acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = V(T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      T ak[R];
+      bool any = false;
+      for (int r = 0; r < R; ++r) {
+        ak[r] = a[r * a_rs + k * a_ks];
+        any = any || ak[r] != T(0);
+      }
+      if (!any) continue;
+      const T* bk = b + k * ldb + n0;
+      const V b0 = V::loadu(bk, n_first), b1 = V::loadu(bk + W, n_second);
+      for (int r = 0; r < R; ++r) {
+        const V av(ak[r]);
+        acc[r][0] = at::vec::fmadd(av, b0, acc[r][0]);
+        acc[r][1] = at::vec::fmadd(av, b1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      acc[r][0].store(out + r * ldo + n0, n_first);
+      acc[r][1].store(out + r * ldo + n0 + W, n_second);
+    }
+  };
+  int64_t n0 = 0;
+  for (; n0 + 2 * W <= N; n0 += 2 * W) tile(n0, W, W);
+  if (n0 < N) tile(n0, std::min(W, N - n0), std::max<int64_t>(0, N - n0 - W));
+}
+
+// s[r][k] = f(r, k, dot(x row r, y row k)) for the R rows of x and every key k: two keys at a
+// time; keys for which skip(k) holds are not computed (their dot is 0).
+template <int R, typename T, typename Skip, typename Store>
+void dots_with_keys(const T* x, int64_t x_stride, const T* y, int64_t y_stride, int64_t D,
+                    int64_t Tk, const Skip& skip, const Store& store) {
+  int64_t k = 0;
+  for (; k + 2 <= Tk; k += 2) {
+    T out[R][2] = {};
+    if (!skip(k) || !skip(k + 1)) row_dots<R, 2>(x, x_stride, y + k * y_stride, y_stride, D, out);
+    for (int r = 0; r < R; ++r) {
+      store(r, k, out[r][0]);
+      store(r, k + 1, out[r][1]);
+    }
+  }
+  if (k < Tk) {
+    T out[R][1] = {};
+    if (!skip(k)) row_dots<R, 1>(x, x_stride, y + k * y_stride, y_stride, D, out);
+    for (int r = 0; r < R; ++r) store(r, k, out[r][0]);
+  }
+}
+
+// Work item = (b, block of kDotRowBlock queries): scores, masked softmax, context.
+template <typename T>
+void dot_attention_blocks(const DotAttentionParams<T>& p, int64_t begin, int64_t end) {
+  const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
+  const int64_t blocks = (Tq + kDotRowBlock - 1) / kDotRowBlock;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks, q0 = (item % blocks) * kDotRowBlock;
+    const int64_t r0 = b * Tq + q0;
+    const bool* mask = p.mask != nullptr ? p.mask + b * Tk : nullptr;
+    const auto masked = [&](int64_t k) { return mask != nullptr && !mask[k]; };
+    T* w = p.weights + r0 * Tk;
+    with_rows(std::min(kDotRowBlock, Tq - q0), [&](auto rows) {
+      constexpr int R = decltype(rows)::value;
+      dots_with_keys<R>(p.query + r0 * D, D, p.keys + b * Tk * D, D, D, Tk, masked,
+                        [&](int r, int64_t k, T dot) { w[r * Tk + k] = masked_score(dot, !masked(k), p.scale); });
+      if (Tk > 0) {
+        for (int r = 0; r < R; ++r) softmax_row_inplace(w + r * Tk, Tk);
+      }
+      broadcast_products<R>(Dv, Tk, w, Tk, 1, p.values + b * Tk * Dv, Dv, p.context + r0 * Dv, Dv);
+    });
+  }
+}
+
+// Backward, work item = (b, block of queries): dL/dweights (grad_weights + grad_context . values),
+// dL/dscore through the softmax, grad_query = dL/dscore @ keys.
+template <typename T>
+void dot_backward_query_blocks(const DotAttentionBackwardParams<T>& p, int64_t begin, int64_t end) {
+  const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
+  const int64_t blocks = (Tq + kDotRowBlock - 1) / kDotRowBlock;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks, q0 = (item % blocks) * kDotRowBlock;
+    const int64_t r0 = b * Tq + q0;
+    const T* w = p.weights + r0 * Tk;
+    T* g = p.grad_scores + r0 * Tk;
+    with_rows(std::min(kDotRowBlock, Tq - q0), [&](auto rows) {
+      constexpr int R = decltype(rows)::value;
+      // Keys of weight 0 in every row need no gradient: dL/dscore = w * (...) = 0 there.
+      const auto zero_weight = [&](int64_t k) {
+        for (int r = 0; r < R; ++r) {
+          if (w[r * Tk + k] != T(0)) return false;
+        }
+        return true;
+      };
+      const auto store = [&](int r, int64_t k, T dot) {
+        g[r * Tk + k] = dot + (p.grad_weights != nullptr ? p.grad_weights[(r0 + r) * Tk + k] : T(0));
+      };
+      if (p.grad_context != nullptr) {
+        dots_with_keys<R>(p.grad_context + r0 * Dv, Dv, p.values + b * Tk * Dv, Dv, Dv, Tk, zero_weight, store);
+      } else {
+        for (int r = 0; r < R; ++r) {
+          for (int64_t k = 0; k < Tk; ++k) store(r, k, T(0));
+        }
+      }
+      for (int r = 0; r < R; ++r) softmax_backward_row(w + r * Tk, g + r * Tk, Tk, p.scale);
+      broadcast_products<R>(D, Tk, g, Tk, 1, p.keys + b * Tk * D, D, p.grad_query + r0 * D, D);
+    });
+  }
+}
+
+// Backward, work item = (b, block of keys), after the query blocks: grad_keys = dL/dscore^T @ query,
+// grad_values = weights^T @ grad_context.
+template <typename T>
+void dot_backward_key_blocks(const DotAttentionBackwardParams<T>& p, int64_t begin, int64_t end) {
+  const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
+  const int64_t blocks = (Tk + kDotRowBlock - 1) / kDotRowBlock;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks, k0 = (item % blocks) * kDotRowBlock;
+    const int64_t key_row = b * Tk + k0;
+    const int64_t rows = std::min(kDotRowBlock, Tk - k0);
+    with_rows(rows, [&](auto rows_c) {
+      constexpr int R = decltype(rows_c)::value;
+      // a(r, q) = dS[b, q, k0 + r]: key r of the block, query q.
+      broadcast_products<R>(D, Tq, p.grad_scores + b * Tq * Tk + k0, 1, Tk, p.query + b * Tq * D, D,
+                            p.grad_keys + key_row * D, D);
+      if (p.grad_context != nullptr) {
+        broadcast_products<R>(Dv, Tq, p.weights + b * Tq * Tk + k0, 1, Tk, p.grad_context + b * Tq * Dv, Dv,
+                              p.grad_values + key_row * Dv, Dv);
+      } else {
+        std::fill(p.grad_values + key_row * Dv, p.grad_values + (key_row + rows) * Dv, T(0));
+      }
+    });
+  }
+}
+
 template <typename T>
 AttentionRowKernels<T> row_kernels() {
-  return {&additive_scores_softmax_rows<T>, &masked_softmax_rows<T>, &softmax_backward_rows<T>,
-          &additive_scores_backward_items<T>};
+  return {&additive_scores_softmax_rows<T>, &softmax_backward_rows<T>,
+          &additive_scores_backward_items<T>, &dot_attention_blocks<T>, &dot_backward_query_blocks<T>,
+          &dot_backward_key_blocks<T>};
 }
 
 }  // namespace

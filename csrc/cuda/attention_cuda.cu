@@ -174,6 +174,9 @@ int unit_threads(int64_t attn_size) {
 }
 
 struct CudaAttentionKernels {
+  // Dot attention: cuBLAS GEMMs + masked_softmax (attention.h).
+  static constexpr bool kFusedDotAttention = false;
+
   template <typename T>
   static void additive_scores_softmax(const AdditiveScoresParams<T>& p) {
     const int64_t rows = p.batch * p.query_len;

@@ -167,4 +167,43 @@ struct AdditiveBackwardParams {
   int64_t attn_size;
 };
 
+// Dot attention in one pass per block of rows, for devices whose policy fuses it (the CPU: the
+// score and context products of a batch element stay in cache, and masked keys are skipped);
+// the others run GEMMs + masked_softmax. D = feature size, Dv = value size.
+template <typename acc_t>
+struct DotAttentionParams {
+  const acc_t* query;   // (B, Tq, D)
+  const acc_t* keys;    // (B, Tk, D)
+  const acc_t* values;  // (B, Tk, Dv)
+  const bool* mask;     // (B, Tk) or nullptr
+  acc_t* weights;       // out: (B, Tq, Tk)
+  acc_t* context;       // out: (B, Tq, Dv)
+  acc_t scale;
+  int64_t batch;
+  int64_t query_len;
+  int64_t key_len;
+  int64_t feature;
+  int64_t value_size;
+};
+
+template <typename acc_t>
+struct DotAttentionBackwardParams {
+  const acc_t* grad_context;  // (B, Tq, Dv) or nullptr (zero)
+  const acc_t* grad_weights;  // (B, Tq, Tk) or nullptr (zero)
+  const acc_t* query;         // (B, Tq, D)
+  const acc_t* keys;          // (B, Tk, D)
+  const acc_t* values;        // (B, Tk, Dv)
+  const acc_t* weights;       // (B, Tq, Tk), the forward's output
+  acc_t* grad_scores;         // scratch: (B, Tq, Tk), dL/dscore (scaled score) once computed
+  acc_t* grad_query;          // out: (B, Tq, D)
+  acc_t* grad_keys;           // out: (B, Tk, D)
+  acc_t* grad_values;         // out: (B, Tk, Dv)
+  acc_t scale;
+  int64_t batch;
+  int64_t query_len;
+  int64_t key_len;
+  int64_t feature;
+  int64_t value_size;
+};
+
 }  // namespace rnnfused
