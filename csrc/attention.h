@@ -5,26 +5,27 @@
 //
 //   struct Kernels {
 //     template <class T> static void additive_scores_softmax(const AdditiveScoresParams<T>&);
-//     template <class T> static void softmax_backward(const SoftmaxBackwardParams<T>&);
 //     template <class T> static void additive_scores_backward(const AdditiveBackwardParams<T>&);
-//     static constexpr bool kFusedDotAttention;  // and then either
+//     static constexpr bool kFusedProducts;  // true: the policy runs the small matrix products
 //     template <class T> static void dot_attention(const DotAttentionParams<T>&);
+//     template <class T> static void score_grads(const ScoreGradParams<T>&);
 //     template <class T> static void dot_attention_backward(const DotAttentionBackwardParams<T>&);
-//     // or
+//     // false: ATen GEMMs run them, around
 //     template <class T> static void masked_softmax(const MaskedSoftmaxParams<T>&);
+//     template <class T> static void softmax_backward(const SoftmaxBackwardParams<T>&);
 //   };
 //
-// Work per op (B = batch, Tq / Tk = query / key lengths, A = attention size, Dv = value size):
-//   additive forward    kernel: scores (never the (B, Tq, Tk, A) tanh tensor) + masked softmax;
-//                       GEMM: context = weights @ values
-//   additive backward   GEMM: g = grad_weights + grad_context @ values^T; kernel: softmax
-//                       backward in place (g -> dL/dscore); GEMM: grad_values = weights^T @
-//                       grad_context; kernel: recomputes tanh(query + key) for grad_query,
-//                       grad_key, grad_v
-//   dot, fused          the policy's kernels (CPU: per batch element, in cache, masked keys skipped)
-//   dot, GEMMs          GEMM: scores = query @ keys^T; kernel: masked softmax (scale, mask) in
-//                       place; GEMM: context = weights @ values. Backward as the additive one up
-//                       to dL/dscore (dS), then GEMMs: grad_query = dS @ keys, grad_keys = dS^T @ query
+// The CPU fuses the products (per batch element, in cache, masked keys skipped: small batched
+// GEMMs are slow there); the GPU runs cuBLAS. Work per op (B = batch, Tq / Tk = query / key
+// lengths, A = attention size, Dv = value size):
+//   additive forward    kernel: scores (never the (B, Tq, Tk, A) tanh tensor) + masked softmax
+//                       (+ context = weights @ values when fused, else a GEMM)
+//   backward, both      score gradients (ScoreGradParams: dL/dscore, grad_values), fused or as
+//                       GEMMs + softmax_backward
+//   additive backward   then kernel: recomputes tanh(query + key) for grad_query, grad_key, grad_v
+//   dot forward         fused, or GEMM scores + masked_softmax kernel + GEMM context
+//   dot backward        fused, or the score gradients + GEMMs grad_query = dS @ keys,
+//                       grad_keys = dS^T @ query
 #pragma once
 
 #include <ATen/ATen.h>
@@ -134,38 +135,52 @@ void dispatch_acc(at::ScalarType dtype, F&& f) {
   }
 }
 
-// The part of both backward passes before the scores: from the gradients of the outputs to
-// dL/dscore (returned, (B, Tq, Tk) acc_t) and the gradient of values.
-//   g           = grad_weights + grad_context @ values^T      dL/dweights, all paths
-//   dL/dscore   = softmax backward of g (kernel, in place; scale folded in)
-//   grad_values = weights^T @ grad_context
+// The part of both backward passes before the scores (ScoreGradParams): returns dL/dscore
+// ((B, Tq, Tk), acc_t) and the gradient of values ((B, Tk, Dv), acc_t).
 template <typename Kernels>
 std::tuple<Tensor, Tensor> score_and_value_grads(
     const OptTensor& grad_context, const OptTensor& grad_weights, const Tensor& values_acc,
     const Tensor& weights_acc, double scale) {
-  Tensor grad;  // g, then dL/dscore; a fresh buffer (never an input: the kernel writes it)
+  const Tensor gc = grad_context.has_value() ? as_acc(*grad_context) : Tensor();
+  const Tensor gw = grad_weights.has_value() ? as_acc(*grad_weights) : Tensor();
+  Tensor grad;  // g, then dL/dscore: a fresh buffer (never an input: the kernels write it)
   Tensor grad_values;
-  if (grad_context.has_value()) {
-    const Tensor gc = as_acc(*grad_context);
-    grad = grad_weights.has_value()
-        ? at::baddbmm(as_acc(*grad_weights), gc, values_acc.transpose(1, 2))
-        : at::bmm(gc, values_acc.transpose(1, 2));
+  if constexpr (Kernels::kFusedProducts) {
+    grad = at::empty_like(weights_acc);
+    grad_values = at::empty_like(values_acc);
+  } else if (gc.defined()) {
+    grad = gw.defined() ? at::baddbmm(gw, gc, values_acc.transpose(1, 2))
+                        : at::bmm(gc, values_acc.transpose(1, 2));
     grad_values = at::bmm(weights_acc.transpose(1, 2), gc);
   } else {
-    grad = grad_weights.has_value() ? as_acc(*grad_weights).clone()
-                                    : at::zeros_like(weights_acc);
+    grad = gw.defined() ? gw.clone() : at::zeros_like(weights_acc);
     grad_values = at::zeros_like(values_acc);
   }
-  const int64_t rows = weights_acc.size(0) * weights_acc.size(1);
   dispatch_acc(weights_acc.scalar_type(), [&](auto zero) {
     using acc_t = decltype(zero);
-    SoftmaxBackwardParams<acc_t> p;
-    p.weights = weights_acc.const_data_ptr<acc_t>();
-    p.grad = grad.mutable_data_ptr<acc_t>();
-    p.scale = static_cast<acc_t>(scale);
-    p.rows = rows;
-    p.key_len = weights_acc.size(2);
-    Kernels::softmax_backward(p);
+    if constexpr (Kernels::kFusedProducts) {
+      ScoreGradParams<acc_t> p;
+      p.grad_context = gc.defined() ? gc.const_data_ptr<acc_t>() : nullptr;
+      p.grad_weights = gw.defined() ? gw.const_data_ptr<acc_t>() : nullptr;
+      p.values = values_acc.const_data_ptr<acc_t>();
+      p.weights = weights_acc.const_data_ptr<acc_t>();
+      p.grad_scores = grad.mutable_data_ptr<acc_t>();
+      p.grad_values = grad_values.mutable_data_ptr<acc_t>();
+      p.scale = static_cast<acc_t>(scale);
+      p.batch = weights_acc.size(0);
+      p.query_len = weights_acc.size(1);
+      p.key_len = weights_acc.size(2);
+      p.value_size = values_acc.size(2);
+      Kernels::score_grads(p);
+    } else {
+      SoftmaxBackwardParams<acc_t> p;
+      p.weights = weights_acc.const_data_ptr<acc_t>();
+      p.grad = grad.mutable_data_ptr<acc_t>();
+      p.scale = static_cast<acc_t>(scale);
+      p.rows = weights_acc.size(0) * weights_acc.size(1);
+      p.key_len = weights_acc.size(2);
+      Kernels::softmax_backward(p);
+    }
   });
   return {grad, grad_values};
 }
@@ -186,6 +201,8 @@ std::tuple<Tensor, Tensor> additive_attention_forward_impl(
   const Tensor q = as_acc(query_proj), k = as_acc(key_proj), va = as_acc(v), val = as_acc(values);
   const auto mask_c = contiguous_mask(mask);
   Tensor weights = at::empty({s.batch, s.query_len, s.key_len}, q.options());
+  Tensor context = Kernels::kFusedProducts ? at::empty({s.batch, s.query_len, s.value_size}, q.options())
+                                           : Tensor();
   dispatch_acc(q.scalar_type(), [&](auto zero) {
     using acc_t = decltype(zero);
     AdditiveScoresParams<acc_t> p;
@@ -193,14 +210,17 @@ std::tuple<Tensor, Tensor> additive_attention_forward_impl(
     p.key = k.const_data_ptr<acc_t>();
     p.v = va.const_data_ptr<acc_t>();
     p.mask = mask_ptr(mask_c);
+    p.values = val.const_data_ptr<acc_t>();
     p.weights = weights.mutable_data_ptr<acc_t>();
+    p.context = context.defined() ? context.mutable_data_ptr<acc_t>() : nullptr;
     p.batch = s.batch;
     p.query_len = s.query_len;
     p.key_len = s.key_len;
     p.attn_size = s.feature;
+    p.value_size = s.value_size;
     Kernels::additive_scores_softmax(p);
   });
-  const Tensor context = at::bmm(weights, val);
+  if (!context.defined()) context = at::bmm(weights, val);
   return {context.to(query_proj.scalar_type()), weights.to(query_proj.scalar_type())};
 }
 
@@ -223,7 +243,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
   std::tie(grad_scores, grad_values) = score_and_value_grads<Kernels>(grad_context, grad_weights, val, w, 1.0);
 
   Tensor grad_query = at::empty_like(q);
-  Tensor grad_key = at::zeros_like(k);
+  Tensor grad_key = at::empty_like(k);
   Tensor grad_v_rows = at::empty_like(q);
   dispatch_acc(q.scalar_type(), [&](auto zero) {
     using acc_t = decltype(zero);
@@ -247,9 +267,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dot attention (Luong dot / general; scaled dot product with scale = 1/sqrt(D)). A policy with
-// kFusedDotAttention runs it in its own fused kernels (the CPU); the others as GEMMs around the
-// masked_softmax kernel.
+// Dot attention (Luong dot / general; scaled dot product with scale = 1/sqrt(D)): fused, or GEMMs
+// around the masked_softmax kernel (see the top of the file).
 
 template <typename Kernels>
 std::tuple<Tensor, Tensor> dot_attention_forward_impl(
@@ -261,7 +280,7 @@ std::tuple<Tensor, Tensor> dot_attention_forward_impl(
   const Tensor q = as_acc(query), k = as_acc(keys), val = as_acc(values);
   const auto mask_c = contiguous_mask(mask);
   Tensor weights, context;
-  if constexpr (Kernels::kFusedDotAttention) {
+  if constexpr (Kernels::kFusedProducts) {
     weights = at::empty({s.batch, s.query_len, s.key_len}, q.options());
     context = at::empty({s.batch, s.query_len, s.value_size}, q.options());
     dispatch_acc(q.scalar_type(), [&](auto zero) {
@@ -311,7 +330,7 @@ std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_impl(
 
   const Tensor q = as_acc(query), k = as_acc(keys), val = as_acc(values), w = as_acc(weights);
   const auto dtype = query.scalar_type();
-  if constexpr (Kernels::kFusedDotAttention) {
+  if constexpr (Kernels::kFusedProducts) {
     const Tensor gc = grad_context.has_value() ? as_acc(*grad_context) : Tensor();
     const Tensor gw = grad_weights.has_value() ? as_acc(*grad_weights) : Tensor();
     Tensor grad_scores = at::empty_like(w);
@@ -319,22 +338,22 @@ std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_impl(
     dispatch_acc(q.scalar_type(), [&](auto zero) {
       using acc_t = decltype(zero);
       DotAttentionBackwardParams<acc_t> p;
-      p.grad_context = gc.defined() ? gc.const_data_ptr<acc_t>() : nullptr;
-      p.grad_weights = gw.defined() ? gw.const_data_ptr<acc_t>() : nullptr;
+      p.scores.grad_context = gc.defined() ? gc.const_data_ptr<acc_t>() : nullptr;
+      p.scores.grad_weights = gw.defined() ? gw.const_data_ptr<acc_t>() : nullptr;
+      p.scores.values = val.const_data_ptr<acc_t>();
+      p.scores.weights = w.const_data_ptr<acc_t>();
+      p.scores.grad_scores = grad_scores.mutable_data_ptr<acc_t>();
+      p.scores.grad_values = grad_values.mutable_data_ptr<acc_t>();
+      p.scores.scale = static_cast<acc_t>(scale);
+      p.scores.batch = s.batch;
+      p.scores.query_len = s.query_len;
+      p.scores.key_len = s.key_len;
+      p.scores.value_size = s.value_size;
       p.query = q.const_data_ptr<acc_t>();
       p.keys = k.const_data_ptr<acc_t>();
-      p.values = val.const_data_ptr<acc_t>();
-      p.weights = w.const_data_ptr<acc_t>();
-      p.grad_scores = grad_scores.mutable_data_ptr<acc_t>();
       p.grad_query = grad_query.mutable_data_ptr<acc_t>();
       p.grad_keys = grad_keys.mutable_data_ptr<acc_t>();
-      p.grad_values = grad_values.mutable_data_ptr<acc_t>();
-      p.scale = static_cast<acc_t>(scale);
-      p.batch = s.batch;
-      p.query_len = s.query_len;
-      p.key_len = s.key_len;
       p.feature = s.feature;
-      p.value_size = s.value_size;
       Kernels::dot_attention_backward(p);
     });
     return {grad_query.to(dtype), grad_keys.to(dtype), grad_values.to(dtype)};

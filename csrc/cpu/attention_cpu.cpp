@@ -45,42 +45,47 @@ const cpu::AttentionRowKernels<acc_t>& row_kernels() {
   }
 }
 
-int64_t blocks_of(int64_t n) { return (n + cpu::kDotRowBlock - 1) / cpu::kDotRowBlock; }
+// Work items of the block kernels: B * ceil(n / kRowBlock) for n rows per batch element.
+int64_t block_items(int64_t batch, int64_t n) { return batch * ((n + cpu::kRowBlock - 1) / cpu::kRowBlock); }
 
 struct CpuAttentionKernels {
-  // Dot attention runs fused (attention_kernels_impl.h) rather than as GEMMs + masked_softmax.
-  static constexpr bool kFusedDotAttention = true;
+  // The matrix products of attention run in the fused block kernels (attention_kernels_impl.h):
+  // small batched GEMMs are slow on the CPU, and the blocks skip masked keys.
+  static constexpr bool kFusedProducts = true;
 
   template <typename acc_t>
   static void additive_scores_softmax(const AdditiveScoresParams<acc_t>& p) {
-    at::parallel_for(0, p.batch * p.query_len, grain(p.key_len * p.attn_size), [&](int64_t begin, int64_t end) {
-      row_kernels<acc_t>().additive_scores_softmax(p, begin, end);
-    });
-  }
-
-  template <typename acc_t>
-  static void softmax_backward(const SoftmaxBackwardParams<acc_t>& p) {
-    at::parallel_for(0, p.rows, grain(p.key_len), [&](int64_t begin, int64_t end) {
-      row_kernels<acc_t>().softmax_backward(p, begin, end);
+    const int64_t work = cpu::kRowBlock * p.key_len * (p.attn_size + p.value_size);
+    at::parallel_for(0, block_items(p.batch, p.query_len), grain(work), [&](int64_t begin, int64_t end) {
+      row_kernels<acc_t>().additive_attention(p, begin, end);
     });
   }
 
   template <typename acc_t>
   static void dot_attention(const DotAttentionParams<acc_t>& p) {
-    const int64_t work = cpu::kDotRowBlock * p.key_len * (p.feature + p.value_size);
-    at::parallel_for(0, p.batch * blocks_of(p.query_len), grain(work), [&](int64_t begin, int64_t end) {
+    const int64_t work = cpu::kRowBlock * p.key_len * (p.feature + p.value_size);
+    at::parallel_for(0, block_items(p.batch, p.query_len), grain(work), [&](int64_t begin, int64_t end) {
       row_kernels<acc_t>().dot_attention(p, begin, end);
     });
   }
 
-  // Two passes: the query blocks write dL/dscore, which the key blocks then read across queries.
+  // Backward passes: every query block, then every key block (which reads the score gradients
+  // of all queries).
+  template <typename acc_t>
+  static void score_grads(const ScoreGradParams<acc_t>& p) {
+    at::parallel_for(0, block_items(p.batch, p.query_len), grain(cpu::kRowBlock * p.key_len * p.value_size),
+                     [&](int64_t begin, int64_t end) { row_kernels<acc_t>().score_grad_queries(p, begin, end); });
+    at::parallel_for(0, block_items(p.batch, p.key_len), grain(cpu::kRowBlock * p.query_len * p.value_size),
+                     [&](int64_t begin, int64_t end) { row_kernels<acc_t>().score_grad_keys(p, begin, end); });
+  }
+
   template <typename acc_t>
   static void dot_attention_backward(const DotAttentionBackwardParams<acc_t>& p) {
-    at::parallel_for(0, p.batch * blocks_of(p.query_len),
-                     grain(cpu::kDotRowBlock * p.key_len * (p.feature + p.value_size)),
+    const ScoreGradParams<acc_t>& s = p.scores;
+    const int64_t per_row = p.feature + s.value_size;
+    at::parallel_for(0, block_items(s.batch, s.query_len), grain(cpu::kRowBlock * s.key_len * per_row),
                      [&](int64_t begin, int64_t end) { row_kernels<acc_t>().dot_backward_queries(p, begin, end); });
-    at::parallel_for(0, p.batch * blocks_of(p.key_len),
-                     grain(cpu::kDotRowBlock * p.query_len * (p.feature + p.value_size)),
+    at::parallel_for(0, block_items(s.batch, s.key_len), grain(cpu::kRowBlock * s.query_len * per_row),
                      [&](int64_t begin, int64_t end) { row_kernels<acc_t>().dot_backward_keys(p, begin, end); });
   }
 
@@ -92,7 +97,7 @@ struct CpuAttentionKernels {
     if (B == 0 || Tq == 0) return;
     const int64_t splits = std::min(Tq, std::max<int64_t>(1, (kMinBackwardItems + B - 1) / B));
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
-    const at::Tensor grad_key_partial = splits > 1 ? at::zeros({splits, B, Tk, A}, options) : at::Tensor();
+    const at::Tensor grad_key_partial = splits > 1 ? at::empty({splits, B, Tk, A}, options) : at::Tensor();
 
     cpu::AdditiveBackwardSplit<acc_t> split;
     split.grad_key_partial = splits > 1 ? grad_key_partial.mutable_data_ptr<acc_t>() : p.grad_key;

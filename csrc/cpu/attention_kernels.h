@@ -18,8 +18,8 @@ namespace cpu {
 // The CPU reduction scheme of grad_key in the additive backward. grad_key[b] sums over the Tq
 // queries of b; rather than locking, work item i = b * splits + s handles queries
 // [s * chunk, min((s + 1) * chunk, Tq)) of batch element b, writes the grad_query and grad_v_rows
-// rows of those queries, and adds its share of grad_key[b] into
-//   grad_key_partial + (s * B + b) * Tk * A   (Tk, A), zeroed.
+// rows of those queries, and its share of grad_key[b] into
+//   grad_key_partial + (s * B + b) * Tk * A   (Tk, A), which it zeroes first.
 // No two items write the same memory; the policy sums the shares afterwards (with splits == 1,
 // grad_key_partial is grad_key itself).
 template <typename acc_t>
@@ -29,22 +29,24 @@ struct AdditiveBackwardSplit {
   int64_t chunk;            // queries per split: ceil(Tq / splits)
 };
 
-// The fused dot-attention kernels work on blocks of this many query (or key) rows of one batch
-// element: work item = (b, block).
-constexpr int64_t kDotRowBlock = 4;
+// The kernels work on blocks of this many query (or key) rows of one batch element: work item =
+// (b, block), B * ceil(n / kRowBlock) items for n rows per batch element.
+constexpr int64_t kRowBlock = 4;
 
 template <typename acc_t>
 struct AttentionRowKernels {
-  // Rows [begin, end) of the B * Tq rows.
-  void (*additive_scores_softmax)(const AdditiveScoresParams<acc_t>&, int64_t begin, int64_t end);
-  void (*softmax_backward)(const SoftmaxBackwardParams<acc_t>&, int64_t begin, int64_t end);
+  // Work items [begin, end) of query blocks: additive scores, softmax, context.
+  void (*additive_attention)(const AdditiveScoresParams<acc_t>&, int64_t begin, int64_t end);
   // Work items [begin, end) of the B * splits items of AdditiveBackwardSplit.
   void (*additive_scores_backward)(const AdditiveBackwardParams<acc_t>&,
                                    const AdditiveBackwardSplit<acc_t>&, int64_t begin, int64_t end);
-  // Work items [begin, end) of the B * ceil(Tq / kDotRowBlock) query blocks ...
+  // Work items [begin, end) of query blocks: dot scores, softmax, context.
   void (*dot_attention)(const DotAttentionParams<acc_t>&, int64_t begin, int64_t end);
+  // Backward: every query block (score gradients [, grad_query]), then every key block
+  // (grad_values [, grad_keys]), which reads the score gradients of all queries.
+  void (*score_grad_queries)(const ScoreGradParams<acc_t>&, int64_t begin, int64_t end);
+  void (*score_grad_keys)(const ScoreGradParams<acc_t>&, int64_t begin, int64_t end);
   void (*dot_backward_queries)(const DotAttentionBackwardParams<acc_t>&, int64_t begin, int64_t end);
-  // ... and, once every query block is done, of the B * ceil(Tk / kDotRowBlock) key blocks.
   void (*dot_backward_keys)(const DotAttentionBackwardParams<acc_t>&, int64_t begin, int64_t end);
 };
 

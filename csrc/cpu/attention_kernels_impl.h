@@ -65,27 +65,17 @@ using Vec = at::vec::Vectorized<T>;
 template <typename T>
 Vec<T> vec_sum(const Vec<T>& x, const Vec<T>& y) { return x + y; }
 
-// score = sum_a v[a] * tanh(q[a] + k[a]), over the A units of one (query, key) pair.
-template <typename T>
-T additive_score(const T* q, const T* k, const T* v, int64_t A) {
-  using V = Vec<T>;
-  V acc(T(0));
-  int64_t a = 0;
-  for (; a + V::size() <= A; a += V::size()) {
-    acc = acc + additive_score_term(V::loadu(q + a), V::loadu(k + a), V::loadu(v + a));
-  }
-  if (a < A) {  // partial loads fill the other lanes with 0, and v = 0 zeroes their terms
-    const int64_t n = A - a;
-    acc = acc + additive_score_term(V::loadu(q + a, n), V::loadu(k + a, n), V::loadu(v + a, n));
-  }
-  return at::vec::vec_reduce_all<T>(vec_sum<T>, acc);
-}
+// ---------------------------------------------------------------------------------------------
+// Building blocks. The kernels work on blocks of R <= kRowBlock rows (queries, or keys) of one
+// batch element: its keys and values stay in cache, the rows of a block share every load of a
+// key or value row, and keys of weight 0 (masked) are neither scored nor summed.
 
 // x[0, n): masked scores (scaled; -inf where masked) in, softmax weights out (attention_math.h:
-// an all-masked row becomes all zeros). n > 0.
+// an all-masked row becomes all zeros).
 template <typename T>
 void softmax_row_inplace(T* x, int64_t n) {
   using V = Vec<T>;
+  if (n == 0) return;
   const T row_max = at::vec::reduce_all<T>(
       [](const V& a, const V& b) { return at::vec::maximum(a, b); }, x, n);
   const V shift(softmax_shift(row_max));
@@ -106,27 +96,6 @@ void softmax_row_inplace(T* x, int64_t n) {
   at::vec::map([&](const V& e) { return e * inv; }, x, x, n);
 }
 
-// ---------------------------------------------------------------------------------------------
-
-template <typename T>
-void additive_scores_softmax_rows(const AdditiveScoresParams<T>& p, int64_t begin, int64_t end) {
-  const int64_t Tk = p.key_len, A = p.attn_size;
-  if (Tk == 0) return;
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t b = r / p.query_len;
-    const T* q = p.query + r * A;
-    const T* keys = p.key + b * Tk * A;
-    const bool* mask = p.mask != nullptr ? p.mask + b * Tk : nullptr;
-    T* w = p.weights + r * Tk;
-    for (int64_t k = 0; k < Tk; ++k) {
-      const bool valid = mask == nullptr || mask[k];
-      // Masked keys are not scored at all.
-      w[k] = masked_score(valid ? additive_score(q, keys + k * A, p.v, A) : T(0), valid, T(1));
-    }
-    softmax_row_inplace(w, Tk);
-  }
-}
-
 // g[0, n): dL/dweights in, dL/dscore out, given the weights w of the row (attention_math.h).
 template <typename T>
 void softmax_backward_row(const T* w, T* g, int64_t n, T scale_value) {
@@ -139,69 +108,26 @@ void softmax_backward_row(const T* w, T* g, int64_t n, T scale_value) {
                 g, w, g, n);
 }
 
-template <typename T>
-void softmax_backward_rows(const SoftmaxBackwardParams<T>& p, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) {
-    softmax_backward_row(p.weights + r * p.key_len, p.grad + r * p.key_len, p.key_len, p.scale);
-  }
-}
-
-// The hot loop of the backward: for every (q, k) with dL/dscore != 0 (masked keys have
-// weight 0 and so dL/dscore = 0: they are skipped), recompute t = tanh(q + k) over the A units
-// and accumulate grad_query[q], grad_v_rows[q] and this item's share of grad_key[k].
-template <typename T>
-void additive_scores_backward_items(const AdditiveBackwardParams<T>& p,
-                                    const AdditiveBackwardSplit<T>& split, int64_t begin,
-                                    int64_t end) {
-  using V = Vec<T>;
-  const int64_t B = p.batch, Tq = p.query_len, Tk = p.key_len, A = p.attn_size;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / split.splits, s = item % split.splits;
-    const int64_t q_begin = s * split.chunk, q_end = std::min(Tq, q_begin + split.chunk);
-    T* grad_key = split.grad_key_partial + (s * B + b) * Tk * A;
-    const T* keys = p.key + b * Tk * A;
-    for (int64_t qi = q_begin; qi < q_end; ++qi) {
-      const int64_t r = b * Tq + qi;
-      const T* q = p.query + r * A;
-      const T* ds = p.grad_scores + r * Tk;
-      T* grad_q = p.grad_query + r * A;
-      T* grad_v = p.grad_v_rows + r * A;
-      std::fill(grad_q, grad_q + A, T(0));
-      std::fill(grad_v, grad_v + A, T(0));
-      for (int64_t k = 0; k < Tk; ++k) {
-        if (ds[k] == T(0)) continue;
-        const V d(ds[k]);
-        const T* key = keys + k * A;
-        T* grad_k = grad_key + k * A;
-        // Full vectors, then one partial vector (its extra lanes load as 0 and are not stored).
-        for (int64_t a = 0; a < A; a += V::size()) {
-          const int64_t n = std::min<int64_t>(V::size(), A - a);
-          V grad_pre, grad_v_term;
-          additive_score_term_backward(V::loadu(q + a, n), V::loadu(key + a, n), V::loadu(p.v + a, n),
-                                       d, grad_pre, grad_v_term);
-          (V::loadu(grad_q + a, n) + grad_pre).store(grad_q + a, n);
-          (V::loadu(grad_k + a, n) + grad_pre).store(grad_k + a, n);
-          (V::loadu(grad_v + a, n) + grad_v_term).store(grad_v + a, n);
-        }
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dot attention, fused per block of kDotRowBlock rows of one batch element: its keys and values
-// stay in cache between the score product, the softmax and the context product, the rows of a
-// block share every load of a key or value row, and masked keys are neither scored nor summed.
-
-// Runs f(std::integral_constant<int, R>) with R = rows (1 .. kDotRowBlock) as a constant.
+// Runs f(std::integral_constant<int, R>) with R = rows (1 .. kRowBlock) as a constant.
 template <typename F>
 void with_rows(int64_t rows, F&& f) {
-  static_assert(kDotRowBlock == 4, "with_rows covers 1 .. 4 rows");
+  static_assert(kRowBlock == 4, "with_rows covers 1 .. 4 rows");
   switch (rows) {
     case 1: f(std::integral_constant<int, 1>{}); break;
     case 2: f(std::integral_constant<int, 2>{}); break;
     case 3: f(std::integral_constant<int, 3>{}); break;
     default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// Work items [begin, end) of the B * ceil(n / kRowBlock) blocks of n rows per batch element:
+// f(b, first row within b, R as a constant).
+template <typename F>
+void for_each_block(int64_t n, int64_t begin, int64_t end, const F& f) {
+  const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / blocks, first = (item % blocks) * kRowBlock;
+    with_rows(std::min(kRowBlock, n - first), [&](auto rows) { f(b, first, rows); });
   }
 }
 
@@ -229,9 +155,30 @@ void row_dots(const T* x, int64_t x_stride, const T* y, int64_t y_stride, int64_
   }
 }
 
+// store(r, k, dot(x row r, y row k)) for the R rows of x and the Tk rows of y, two at a time;
+// the dot of a key for which skip(k) holds is not computed (0 is stored).
+template <int R, typename T, typename Skip, typename Store>
+void dots_with_keys(const T* x, int64_t x_stride, const T* y, int64_t y_stride, int64_t D,
+                    int64_t Tk, const Skip& skip, const Store& store) {
+  int64_t k = 0;
+  for (; k + 2 <= Tk; k += 2) {
+    T out[R][2] = {};
+    if (!skip(k) || !skip(k + 1)) row_dots<R, 2>(x, x_stride, y + k * y_stride, y_stride, D, out);
+    for (int r = 0; r < R; ++r) {
+      store(r, k, out[r][0]);
+      store(r, k + 1, out[r][1]);
+    }
+  }
+  if (k < Tk) {
+    T out[R][1] = {};
+    if (!skip(k)) row_dots<R, 1>(x, x_stride, y + k * y_stride, y_stride, D, out);
+    for (int r = 0; r < R; ++r) store(r, k, out[r][0]);
+  }
+}
+
 // out[r, n] = sum_{k < K} a(r, k) * b[k, n] for r < R, n < N, where a(r, k) = a[r * a_rs + k * a_ks]
 // (broadcast, so any layout) and b, out are row-major. Every k whose a(., k) is 0 in all R rows
-// is skipped: keys of weight 0 (masked) cost nothing.
+// is skipped: keys of weight 0 cost nothing.
 template <int R, typename T>
 void broadcast_products(int64_t N, int64_t K, const T* a, int64_t a_rs, int64_t a_ks, const T* b,
                         int64_t ldb, T* out, int64_t ldo) {
@@ -267,115 +214,197 @@ void broadcast_products(int64_t N, int64_t K, const T* a, int64_t a_rs, int64_t 
   if (n0 < N) tile(n0, std::min(W, N - n0), std::max<int64_t>(0, N - n0 - W));
 }
 
-// s[r][k] = f(r, k, dot(x row r, y row k)) for the R rows of x and every key k: two keys at a
-// time; keys for which skip(k) holds are not computed (their dot is 0).
-template <int R, typename T, typename Skip, typename Store>
-void dots_with_keys(const T* x, int64_t x_stride, const T* y, int64_t y_stride, int64_t D,
-                    int64_t Tk, const Skip& skip, const Store& store) {
-  int64_t k = 0;
-  for (; k + 2 <= Tk; k += 2) {
-    T out[R][2] = {};
-    if (!skip(k) || !skip(k + 1)) row_dots<R, 2>(x, x_stride, y + k * y_stride, y_stride, D, out);
+// score = sum_a v[a] * tanh(q[a] + k[a]), over the A units of one (query, key) pair.
+template <typename T>
+T additive_score(const T* q, const T* k, const T* v, int64_t A) {
+  using V = Vec<T>;
+  V acc(T(0));
+  int64_t a = 0;
+  for (; a + V::size() <= A; a += V::size()) {
+    acc = acc + additive_score_term(V::loadu(q + a), V::loadu(k + a), V::loadu(v + a));
+  }
+  if (a < A) {  // partial loads fill the other lanes with 0, and v = 0 zeroes their terms
+    const int64_t n = A - a;
+    acc = acc + additive_score_term(V::loadu(q + a, n), V::loadu(k + a, n), V::loadu(v + a, n));
+  }
+  return at::vec::vec_reduce_all<T>(vec_sum<T>, acc);
+}
+
+// The score gradients of the R queries [q0, q0 + R) of batch element b (ScoreGradParams):
+// g = grad_weights + grad_context . values, then dL/dscore through the softmax, in grad_scores.
+template <int R, typename T>
+void score_grad_block(const ScoreGradParams<T>& p, int64_t b, int64_t q0) {
+  const int64_t Tk = p.key_len, Dv = p.value_size, r0 = b * p.query_len + q0;
+  const T* w = p.weights + r0 * Tk;
+  T* g = p.grad_scores + r0 * Tk;
+  // Keys of weight 0 in every row need no gradient: dL/dscore = w * (...) = 0 there.
+  const auto zero_weight = [&](int64_t k) {
     for (int r = 0; r < R; ++r) {
-      store(r, k, out[r][0]);
-      store(r, k + 1, out[r][1]);
+      if (w[r * Tk + k] != T(0)) return false;
+    }
+    return true;
+  };
+  const auto store = [&](int r, int64_t k, T dot) {
+    g[r * Tk + k] = dot + (p.grad_weights != nullptr ? p.grad_weights[(r0 + r) * Tk + k] : T(0));
+  };
+  if (p.grad_context != nullptr) {
+    dots_with_keys<R>(p.grad_context + r0 * Dv, Dv, p.values + b * Tk * Dv, Dv, Dv, Tk, zero_weight, store);
+  } else {
+    for (int r = 0; r < R; ++r) {
+      for (int64_t k = 0; k < Tk; ++k) store(r, k, T(0));
     }
   }
-  if (k < Tk) {
-    T out[R][1] = {};
-    if (!skip(k)) row_dots<R, 1>(x, x_stride, y + k * y_stride, y_stride, D, out);
-    for (int r = 0; r < R; ++r) store(r, k, out[r][0]);
+  for (int r = 0; r < R; ++r) softmax_backward_row(w + r * Tk, g + r * Tk, Tk, p.scale);
+}
+
+// grad_values of the R keys [k0, k0 + R) of batch element b: weights^T @ grad_context.
+template <int R, typename T>
+void value_grad_block(const ScoreGradParams<T>& p, int64_t b, int64_t k0) {
+  const int64_t Tq = p.query_len, Tk = p.key_len, Dv = p.value_size;
+  T* grad_values = p.grad_values + (b * Tk + k0) * Dv;
+  if (p.grad_context == nullptr) {
+    std::fill(grad_values, grad_values + R * Dv, T(0));
+    return;
+  }
+  // a(r, q) = weights[b, q, k0 + r]
+  broadcast_products<R>(Dv, Tq, p.weights + b * Tq * Tk + k0, 1, Tk, p.grad_context + b * Tq * Dv, Dv,
+                        grad_values, Dv);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels of the table.
+
+// Work item = (b, block of queries): the additive scores of every row (tanh of the A units of
+// each valid key), the masked softmax, and the context of the block.
+template <typename T>
+void additive_attention_blocks(const AdditiveScoresParams<T>& p, int64_t begin, int64_t end) {
+  const int64_t Tq = p.query_len, Tk = p.key_len, A = p.attn_size, Dv = p.value_size;
+  for_each_block(Tq, begin, end, [&](int64_t b, int64_t q0, auto rows) {
+    constexpr int R = decltype(rows)::value;
+    const int64_t r0 = b * Tq + q0;
+    const T* keys = p.key + b * Tk * A;
+    const bool* mask = p.mask != nullptr ? p.mask + b * Tk : nullptr;
+    T* w = p.weights + r0 * Tk;
+    for (int r = 0; r < R; ++r) {
+      const T* q = p.query + (r0 + r) * A;
+      for (int64_t k = 0; k < Tk; ++k) {
+        const bool valid = mask == nullptr || mask[k];  // masked keys are not scored at all
+        w[r * Tk + k] = masked_score(valid ? additive_score(q, keys + k * A, p.v, A) : T(0), valid, T(1));
+      }
+      softmax_row_inplace(w + r * Tk, Tk);
+    }
+    broadcast_products<R>(Dv, Tk, w, Tk, 1, p.values + b * Tk * Dv, Dv, p.context + r0 * Dv, Dv);
+  });
+}
+
+// The hot loop of the additive backward: for every (q, k) with dL/dscore != 0 (keys of weight 0
+// are skipped), recompute t = tanh(q + k) over the A units and accumulate grad_query[q],
+// grad_v_rows[q] and this item's share of grad_key[k] (AdditiveBackwardSplit).
+template <typename T>
+void additive_scores_backward_items(const AdditiveBackwardParams<T>& p,
+                                    const AdditiveBackwardSplit<T>& split, int64_t begin,
+                                    int64_t end) {
+  using V = Vec<T>;
+  const int64_t B = p.batch, Tq = p.query_len, Tk = p.key_len, A = p.attn_size;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / split.splits, s = item % split.splits;
+    const int64_t q_begin = s * split.chunk, q_end = std::min(Tq, q_begin + split.chunk);
+    T* grad_key = split.grad_key_partial + (s * B + b) * Tk * A;
+    std::fill(grad_key, grad_key + Tk * A, T(0));
+    const T* keys = p.key + b * Tk * A;
+    for (int64_t qi = q_begin; qi < q_end; ++qi) {
+      const int64_t r = b * Tq + qi;
+      const T* q = p.query + r * A;
+      const T* ds = p.grad_scores + r * Tk;
+      T* grad_q = p.grad_query + r * A;
+      T* grad_v = p.grad_v_rows + r * A;
+      std::fill(grad_q, grad_q + A, T(0));
+      std::fill(grad_v, grad_v + A, T(0));
+      for (int64_t k = 0; k < Tk; ++k) {
+        if (ds[k] == T(0)) continue;
+        const V d(ds[k]);
+        const T* key = keys + k * A;
+        T* grad_k = grad_key + k * A;
+        // Full vectors, then one partial vector (its extra lanes load as 0 and are not stored).
+        for (int64_t a = 0; a < A; a += V::size()) {
+          const int64_t n = std::min<int64_t>(V::size(), A - a);
+          V grad_pre, grad_v_term;
+          additive_score_term_backward(V::loadu(q + a, n), V::loadu(key + a, n), V::loadu(p.v + a, n),
+                                       d, grad_pre, grad_v_term);
+          (V::loadu(grad_q + a, n) + grad_pre).store(grad_q + a, n);
+          (V::loadu(grad_k + a, n) + grad_pre).store(grad_k + a, n);
+          (V::loadu(grad_v + a, n) + grad_v_term).store(grad_v + a, n);
+        }
+      }
+    }
   }
 }
 
-// Work item = (b, block of kDotRowBlock queries): scores, masked softmax, context.
+// Work item = (b, block of queries): dot scores, masked softmax, context.
 template <typename T>
 void dot_attention_blocks(const DotAttentionParams<T>& p, int64_t begin, int64_t end) {
   const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
-  const int64_t blocks = (Tq + kDotRowBlock - 1) / kDotRowBlock;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / blocks, q0 = (item % blocks) * kDotRowBlock;
+  for_each_block(Tq, begin, end, [&](int64_t b, int64_t q0, auto rows) {
+    constexpr int R = decltype(rows)::value;
     const int64_t r0 = b * Tq + q0;
     const bool* mask = p.mask != nullptr ? p.mask + b * Tk : nullptr;
     const auto masked = [&](int64_t k) { return mask != nullptr && !mask[k]; };
     T* w = p.weights + r0 * Tk;
-    with_rows(std::min(kDotRowBlock, Tq - q0), [&](auto rows) {
-      constexpr int R = decltype(rows)::value;
-      dots_with_keys<R>(p.query + r0 * D, D, p.keys + b * Tk * D, D, D, Tk, masked,
-                        [&](int r, int64_t k, T dot) { w[r * Tk + k] = masked_score(dot, !masked(k), p.scale); });
-      if (Tk > 0) {
-        for (int r = 0; r < R; ++r) softmax_row_inplace(w + r * Tk, Tk);
-      }
-      broadcast_products<R>(Dv, Tk, w, Tk, 1, p.values + b * Tk * Dv, Dv, p.context + r0 * Dv, Dv);
-    });
-  }
+    dots_with_keys<R>(p.query + r0 * D, D, p.keys + b * Tk * D, D, D, Tk, masked,
+                      [&](int r, int64_t k, T dot) { w[r * Tk + k] = masked_score(dot, !masked(k), p.scale); });
+    for (int r = 0; r < R; ++r) softmax_row_inplace(w + r * Tk, Tk);
+    broadcast_products<R>(Dv, Tk, w, Tk, 1, p.values + b * Tk * Dv, Dv, p.context + r0 * Dv, Dv);
+  });
 }
 
-// Backward, work item = (b, block of queries): dL/dweights (grad_weights + grad_context . values),
-// dL/dscore through the softmax, grad_query = dL/dscore @ keys.
+// Score gradients: work item = (b, block of queries) ...
+template <typename T>
+void score_grad_query_blocks(const ScoreGradParams<T>& p, int64_t begin, int64_t end) {
+  for_each_block(p.query_len, begin, end, [&](int64_t b, int64_t q0, auto rows) {
+    score_grad_block<decltype(rows)::value>(p, b, q0);
+  });
+}
+
+// ... then (b, block of keys), once every query block is done.
+template <typename T>
+void score_grad_key_blocks(const ScoreGradParams<T>& p, int64_t begin, int64_t end) {
+  for_each_block(p.key_len, begin, end, [&](int64_t b, int64_t k0, auto rows) {
+    value_grad_block<decltype(rows)::value>(p, b, k0);
+  });
+}
+
+// Dot backward, work item = (b, block of queries): score gradients and grad_query = dS @ keys ...
 template <typename T>
 void dot_backward_query_blocks(const DotAttentionBackwardParams<T>& p, int64_t begin, int64_t end) {
-  const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
-  const int64_t blocks = (Tq + kDotRowBlock - 1) / kDotRowBlock;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / blocks, q0 = (item % blocks) * kDotRowBlock;
+  const ScoreGradParams<T>& s = p.scores;
+  const int64_t Tq = s.query_len, Tk = s.key_len, D = p.feature;
+  for_each_block(Tq, begin, end, [&](int64_t b, int64_t q0, auto rows) {
+    constexpr int R = decltype(rows)::value;
     const int64_t r0 = b * Tq + q0;
-    const T* w = p.weights + r0 * Tk;
-    T* g = p.grad_scores + r0 * Tk;
-    with_rows(std::min(kDotRowBlock, Tq - q0), [&](auto rows) {
-      constexpr int R = decltype(rows)::value;
-      // Keys of weight 0 in every row need no gradient: dL/dscore = w * (...) = 0 there.
-      const auto zero_weight = [&](int64_t k) {
-        for (int r = 0; r < R; ++r) {
-          if (w[r * Tk + k] != T(0)) return false;
-        }
-        return true;
-      };
-      const auto store = [&](int r, int64_t k, T dot) {
-        g[r * Tk + k] = dot + (p.grad_weights != nullptr ? p.grad_weights[(r0 + r) * Tk + k] : T(0));
-      };
-      if (p.grad_context != nullptr) {
-        dots_with_keys<R>(p.grad_context + r0 * Dv, Dv, p.values + b * Tk * Dv, Dv, Dv, Tk, zero_weight, store);
-      } else {
-        for (int r = 0; r < R; ++r) {
-          for (int64_t k = 0; k < Tk; ++k) store(r, k, T(0));
-        }
-      }
-      for (int r = 0; r < R; ++r) softmax_backward_row(w + r * Tk, g + r * Tk, Tk, p.scale);
-      broadcast_products<R>(D, Tk, g, Tk, 1, p.keys + b * Tk * D, D, p.grad_query + r0 * D, D);
-    });
-  }
+    score_grad_block<R>(s, b, q0);
+    broadcast_products<R>(D, Tk, s.grad_scores + r0 * Tk, Tk, 1, p.keys + b * Tk * D, D,
+                          p.grad_query + r0 * D, D);
+  });
 }
 
-// Backward, work item = (b, block of keys), after the query blocks: grad_keys = dL/dscore^T @ query,
-// grad_values = weights^T @ grad_context.
+// ... then (b, block of keys): grad_values and grad_keys = dS^T @ query.
 template <typename T>
 void dot_backward_key_blocks(const DotAttentionBackwardParams<T>& p, int64_t begin, int64_t end) {
-  const int64_t Tq = p.query_len, Tk = p.key_len, D = p.feature, Dv = p.value_size;
-  const int64_t blocks = (Tk + kDotRowBlock - 1) / kDotRowBlock;
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t b = item / blocks, k0 = (item % blocks) * kDotRowBlock;
-    const int64_t key_row = b * Tk + k0;
-    const int64_t rows = std::min(kDotRowBlock, Tk - k0);
-    with_rows(rows, [&](auto rows_c) {
-      constexpr int R = decltype(rows_c)::value;
-      // a(r, q) = dS[b, q, k0 + r]: key r of the block, query q.
-      broadcast_products<R>(D, Tq, p.grad_scores + b * Tq * Tk + k0, 1, Tk, p.query + b * Tq * D, D,
-                            p.grad_keys + key_row * D, D);
-      if (p.grad_context != nullptr) {
-        broadcast_products<R>(Dv, Tq, p.weights + b * Tq * Tk + k0, 1, Tk, p.grad_context + b * Tq * Dv, Dv,
-                              p.grad_values + key_row * Dv, Dv);
-      } else {
-        std::fill(p.grad_values + key_row * Dv, p.grad_values + (key_row + rows) * Dv, T(0));
-      }
-    });
-  }
+  const ScoreGradParams<T>& s = p.scores;
+  const int64_t Tq = s.query_len, Tk = s.key_len, D = p.feature;
+  for_each_block(Tk, begin, end, [&](int64_t b, int64_t k0, auto rows) {
+    constexpr int R = decltype(rows)::value;
+    value_grad_block<R>(s, b, k0);
+    // a(r, q) = dS[b, q, k0 + r]
+    broadcast_products<R>(D, Tq, s.grad_scores + b * Tq * Tk + k0, 1, Tk, p.query + b * Tq * D, D,
+                          p.grad_keys + (b * Tk + k0) * D, D);
+  });
 }
 
 template <typename T>
 AttentionRowKernels<T> row_kernels() {
-  return {&additive_scores_softmax_rows<T>, &softmax_backward_rows<T>,
-          &additive_scores_backward_items<T>, &dot_attention_blocks<T>, &dot_backward_query_blocks<T>,
+  return {&additive_attention_blocks<T>, &additive_scores_backward_items<T>, &dot_attention_blocks<T>,
+          &score_grad_query_blocks<T>, &score_grad_key_blocks<T>, &dot_backward_query_blocks<T>,
           &dot_backward_key_blocks<T>};
 }
 

@@ -174,8 +174,8 @@ int unit_threads(int64_t attn_size) {
 }
 
 struct CudaAttentionKernels {
-  // Dot attention: cuBLAS GEMMs + masked_softmax (attention.h).
-  static constexpr bool kFusedDotAttention = false;
+  // The matrix products of attention run as cuBLAS GEMMs around masked_softmax / softmax_backward.
+  static constexpr bool kFusedProducts = false;
 
   template <typename T>
   static void additive_scores_softmax(const AdditiveScoresParams<T>& p) {

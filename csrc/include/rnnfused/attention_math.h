@@ -113,18 +113,22 @@ RNNF_ATTENTION_FN V softmax_backward_term(V w, V g, V row_dot, V scale) {
 // Params of the kernels (one struct per kernel; sizes B = batch, Tq = query_len, Tk = key_len,
 // A = attn_size).
 
-// Additive scores of every row followed by the masked softmax: weights = softmax(scores).
+// Additive scores of every row followed by the masked softmax: weights = softmax(scores); and,
+// for policies with kFusedProducts (csrc/attention.h), context = weights @ values.
 template <typename acc_t>
 struct AdditiveScoresParams {
-  const acc_t* query;  // (B, Tq, A)
-  const acc_t* key;    // (B, Tk, A)
-  const acc_t* v;      // (A)
-  const bool* mask;    // (B, Tk) or nullptr
-  acc_t* weights;      // out: (B, Tq, Tk)
+  const acc_t* query;   // (B, Tq, A)
+  const acc_t* key;     // (B, Tk, A)
+  const acc_t* v;       // (A)
+  const bool* mask;     // (B, Tk) or nullptr
+  const acc_t* values;  // (B, Tk, Dv)
+  acc_t* weights;       // out: (B, Tq, Tk)
+  acc_t* context;       // out: (B, Tq, Dv), fused policies only
   int64_t batch;
   int64_t query_len;
   int64_t key_len;
   int64_t attn_size;
+  int64_t value_size;
 };
 
 // In place: scores (raw, unscaled) in, weights out.
@@ -149,8 +153,8 @@ struct SoftmaxBackwardParams {
 };
 
 // Backward of the additive scores given dL/dscore. grad_key sums over the Tq queries of a batch
-// element: the host zeroes it and each device chooses its own reduction scheme (see
-// csrc/cpu/attention_cpu.cpp and csrc/cuda/attention_cuda.cu). grad_v sums over everything: the
+// element: each device chooses its own reduction scheme (see csrc/cpu/attention_cpu.cpp and
+// csrc/cuda/attention_cuda.cu) and writes every element. grad_v sums over everything: the
 // kernels write one row of it per (b, q) row, which the host sums.
 template <typename acc_t>
 struct AdditiveBackwardParams {
@@ -159,7 +163,7 @@ struct AdditiveBackwardParams {
   const acc_t* key;          // (B, Tk, A)
   const acc_t* v;            // (A)
   acc_t* grad_query;         // out: (B, Tq, A)
-  acc_t* grad_key;           // out: (B, Tk, A), zeroed by the host
+  acc_t* grad_key;           // out: (B, Tk, A)
   acc_t* grad_v_rows;        // out: (B, Tq, A), row r = sum over keys of dL/dv of row r
   int64_t batch;
   int64_t query_len;
@@ -167,9 +171,12 @@ struct AdditiveBackwardParams {
   int64_t attn_size;
 };
 
-// Dot attention in one pass per block of rows, for devices whose policy fuses it (the CPU: the
-// score and context products of a batch element stay in cache, and masked keys are skipped);
-// the others run GEMMs + masked_softmax. D = feature size, Dv = value size.
+// The small matrix products of attention, for devices whose policy fuses them (kFusedProducts:
+// the CPU, where a batch element's operands stay in cache and masked keys are skipped); the
+// others run them as GEMMs around the masked_softmax / softmax_backward kernels.
+// D = feature size, Dv = value size.
+
+// Dot attention forward: scores, masked softmax, context.
 template <typename acc_t>
 struct DotAttentionParams {
   const acc_t* query;   // (B, Tq, D)
@@ -186,24 +193,35 @@ struct DotAttentionParams {
   int64_t value_size;
 };
 
+// The backward of softmax + context, shared by both attention kinds:
+//   g           = grad_weights + grad_context @ values^T      (dL/dweights, in total)
+//   grad_scores = softmax backward of g                      (dL/dscore; scale folded in)
+//   grad_values = weights^T @ grad_context
 template <typename acc_t>
-struct DotAttentionBackwardParams {
+struct ScoreGradParams {
   const acc_t* grad_context;  // (B, Tq, Dv) or nullptr (zero)
   const acc_t* grad_weights;  // (B, Tq, Tk) or nullptr (zero)
-  const acc_t* query;         // (B, Tq, D)
-  const acc_t* keys;          // (B, Tk, D)
   const acc_t* values;        // (B, Tk, Dv)
   const acc_t* weights;       // (B, Tq, Tk), the forward's output
-  acc_t* grad_scores;         // scratch: (B, Tq, Tk), dL/dscore (scaled score) once computed
-  acc_t* grad_query;          // out: (B, Tq, D)
-  acc_t* grad_keys;           // out: (B, Tk, D)
+  acc_t* grad_scores;         // out: (B, Tq, Tk)
   acc_t* grad_values;         // out: (B, Tk, Dv)
   acc_t scale;
   int64_t batch;
   int64_t query_len;
   int64_t key_len;
-  int64_t feature;
   int64_t value_size;
+};
+
+// Dot attention backward: the score gradients, then grad_query = grad_scores @ keys and
+// grad_keys = grad_scores^T @ query.
+template <typename acc_t>
+struct DotAttentionBackwardParams {
+  ScoreGradParams<acc_t> scores;
+  const acc_t* query;  // (B, Tq, D)
+  const acc_t* keys;   // (B, Tk, D)
+  acc_t* grad_query;   // out: (B, Tq, D)
+  acc_t* grad_keys;    // out: (B, Tk, D)
+  int64_t feature;
 };
 
 }  // namespace rnnfused
