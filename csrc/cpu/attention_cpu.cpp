@@ -94,7 +94,10 @@ struct CpuAttentionKernels {
   template <typename acc_t>
   static void additive_scores_backward(const AdditiveBackwardParams<acc_t>& p) {
     const int64_t B = p.batch, Tq = p.query_len, Tk = p.key_len, A = p.attn_size;
-    if (B == 0 || Tq == 0) return;
+    if (B == 0 || Tq == 0) {  // no work item, and a zero grad_key
+      std::fill(p.grad_key, p.grad_key + B * Tk * A, acc_t(0));
+      return;
+    }
     const int64_t splits = std::min(Tq, std::max<int64_t>(1, (kMinBackwardItems + B - 1) / B));
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
     const at::Tensor grad_key_partial = splits > 1 ? at::empty({splits, B, Tk, A}, options) : at::Tensor();
