@@ -1,6 +1,7 @@
 // CPU kernels of the attention ops: the host driver of attention.h with a policy that splits the
-// rows (or work items) across threads with at::parallel_for and runs the row kernels of the CPU
-// capability this machine has (attention_kernels.h: DEFAULT, AVX2 or AVX-512, as ATen chooses).
+// work items (blocks of rows) across threads with at::parallel_for and runs the kernels of the
+// CPU capability this machine has (attention_kernels.h: DEFAULT, AVX2 or AVX-512, as ATen
+// chooses).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -13,16 +14,16 @@
 namespace rnnfused {
 namespace {
 
-// Rows are split across threads only when a chunk has enough work (tanh or exp evaluations) to
-// pay for the fork.
+// Work items are split across threads only when a chunk has enough work (multiply-adds or tanh
+// evaluations) to pay for the fork.
 constexpr int64_t kParallelGrainWork = 32768;
 // The additive backward splits each batch element's queries until there are this many work
 // items (see AdditiveBackwardSplit). A constant, not the thread count, so that the summation
 // order, and so the result, does not depend on the number of threads.
 constexpr int64_t kMinBackwardItems = 16;
 
-int64_t grain(int64_t work_per_row) {
-  return std::max<int64_t>(1, kParallelGrainWork / std::max<int64_t>(1, work_per_row));
+int64_t grain(int64_t work_per_item) {
+  return std::max<int64_t>(1, kParallelGrainWork / std::max<int64_t>(1, work_per_item));
 }
 
 // The table of the capability ATen itself runs with (ATEN_CPU_CAPABILITY can lower it).

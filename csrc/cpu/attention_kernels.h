@@ -1,9 +1,8 @@
-// The CPU row kernels of the attention ops: the loops over one range of rows (or work items)
+// The CPU kernels of the attention ops: the loops over one range of work items (blocks of rows)
 // that the CPU policy (attention_cpu.cpp) runs inside at::parallel_for.
 //
-// They are written once, with at::vec::Vectorized (SLEEF tanh / exp), in
-// attention_kernels_impl.h, and compiled once per CPU capability, as ATen compiles its own CPU
-// kernels: attention_kernels.cpp (DEFAULT: any x86-64 / other CPU), attention_kernels_avx2.cpp
+// They are written once, with at::vec::Vectorized, in attention_kernels_impl.h, and compiled once
+// per CPU capability, as ATen compiles its own CPU kernels: attention_kernels.cpp (DEFAULT: any x86-64 / other CPU), attention_kernels_avx2.cpp
 // and attention_kernels_avx512.cpp. Each defines the table of its capability; the policy picks
 // the table that matches at::get_cpu_capability() (which honours ATEN_CPU_CAPABILITY).
 #pragma once

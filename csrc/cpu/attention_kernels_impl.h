@@ -1,8 +1,8 @@
-// The CPU row kernels of the attention ops (declared in attention_kernels.h). Included by exactly
-// one translation unit per CPU capability, after that unit has defined CPU_CAPABILITY (and, for
+// The CPU kernels of the attention ops (declared in attention_kernels.h). Included by exactly one
+// translation unit per CPU capability, after that unit has defined CPU_CAPABILITY (and, for
 // AVX2 / AVX-512, enabled the instruction set) and named its table RNNF_ATTENTION_TABLE:
-// at::vec::Vectorized<T> then has that capability's width (8 / 16 floats) and SLEEF tanh / exp.
-// No include guard on purpose.
+// at::vec::Vectorized<T> then has that capability's width (8 / 16 floats). No include guard on
+// purpose.
 //
 // Every kernel reads and writes acc_t (float or double) only, from raw pointers, and allocates
 // nothing: scratch lives in the rows it writes (scores become weights in place).
