@@ -101,12 +101,12 @@ inline AttentionSizes check_attention(const Tensor& query, const char* query_nam
 
 // A tensor of the output's shape (a gradient, None when autograd passes none, or the saved
 // weights), on ref's device and of its dtype.
-inline void check_output_like(const OptTensor& grad, const char* name, const Tensor& ref,
-                       const char* ref_name, at::IntArrayRef shape) {
-  if (!grad.has_value()) return;
-  check_like(ref, ref_name, *grad, name);
-  TORCH_CHECK(grad->sizes() == shape, "rnnfused: ", name, " must have shape ", shape, ", got ",
-      grad->sizes());
+inline void check_output_like(const OptTensor& t, const char* name, const Tensor& ref,
+                              const char* ref_name, at::IntArrayRef shape) {
+  if (!t.has_value()) return;
+  check_like(ref, ref_name, *t, name);
+  TORCH_CHECK(t->sizes() == shape, "rnnfused: ", name, " must have shape ", shape, ", got ",
+      t->sizes());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,15 +188,20 @@ std::tuple<Tensor, Tensor> score_and_value_grads(
 // ---------------------------------------------------------------------------------------------
 // Additive attention (Bahdanau; Luong concat).
 
+// v: (A,), like query_proj.
+inline void check_score_vector(const Tensor& v, const Tensor& query_proj, const AttentionSizes& s) {
+  check_tensor(v, "v", 1, "(attn_size,)");
+  check_like(query_proj, "query_proj", v, "v");
+  check_size(v, "v", 0, s.feature, "attn_size");
+}
+
 template <typename Kernels>
 std::tuple<Tensor, Tensor> additive_attention_forward_impl(
     const Tensor& query_proj, const Tensor& key_proj, const Tensor& v, const Tensor& values,
     const OptTensor& mask) {
   const c10::OptionalDeviceGuard device_guard(query_proj.device());
   const AttentionSizes s = check_attention(query_proj, "query_proj", key_proj, "key_proj", values, mask);
-  check_tensor(v, "v", 1, "(attn_size,)");
-  check_like(query_proj, "query_proj", v, "v");
-  check_size(v, "v", 0, s.feature, "attn_size");
+  check_score_vector(v, query_proj, s);
 
   const Tensor q = as_acc(query_proj), k = as_acc(key_proj), va = as_acc(v), val = as_acc(values);
   const auto mask_c = contiguous_mask(mask);
@@ -230,9 +235,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
     const Tensor& key_proj, const Tensor& v, const Tensor& values, const Tensor& weights) {
   const c10::OptionalDeviceGuard device_guard(query_proj.device());
   const AttentionSizes s = check_attention(query_proj, "query_proj", key_proj, "key_proj", values, std::nullopt);
-  check_tensor(v, "v", 1, "(attn_size,)");
-  check_like(query_proj, "query_proj", v, "v");
-  check_size(v, "v", 0, s.feature, "attn_size");
+  check_score_vector(v, query_proj, s);
   check_output_like(weights, "weights", query_proj, "query_proj", {s.batch, s.query_len, s.key_len});
   check_output_like(grad_weights, "grad_weights", query_proj, "query_proj", {s.batch, s.query_len, s.key_len});
   check_output_like(grad_context, "grad_context", query_proj, "query_proj", {s.batch, s.query_len, s.value_size});
