@@ -14,8 +14,8 @@ Cases (float32, B=32, Tk=200, A = D = 256, a quarter of the keys padding):
   memory preparation included.
 - pass: "fwd" (no grad) and "fwd+bwd" (forward, then gradients of every input and parameter).
 
-Times are medians over repeats after warm-up; ratios are eager / rnnfused (> 1 = rnnfused
-faster). Memory, measured for rnnfused and eager (not compiled):
+Times are medians over repeats after warm-up, the rivals taking turns call by call; ratios are
+eager / rnnfused and compiled / rnnfused (> 1 = rnnfused faster). Memory, measured for rnnfused and eager (not compiled):
 - "peak MB": the peak of tensor memory allocated during the call above what was allocated when
   it started: on the CPU from torch.profiler's allocation records (profile_memory=True: every
   allocation and free of the CPU allocator, with its running total), on the GPU from
@@ -112,17 +112,22 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def median_ms(fn, device, repeats, warmup=2):
+def median_ms(fns, device, repeats, warmup=2):
+    """Median milliseconds of each function in fns. The functions take turns, call by call, so
+    that a machine whose load changes (other jobs on a shared host) slows them alike and their
+    ratios stay meaningful."""
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     synchronize(device)
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for fn, samples in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(samples) for samples in times]
 
 
 def _allocation_records(prof):
@@ -199,26 +204,29 @@ def runner(mode, leaves):
     return no_grad_call if mode == "fwd" else (lambda fn: forward_backward(fn, leaves))
 
 
-def try_compile(fn, wrap, device, repeats, enabled):
-    """(median ms, note) of wrap(torch.compile(fn)), or (nan, why not)."""
+def try_compile(fn, wrap, enabled):
+    """(wrap(torch.compile(fn)) compiled and warmed up, note), or (None, why not)."""
     if not enabled:
-        return float("nan"), "compile skipped"
+        return None, "compile skipped"
     try:
         torch._dynamo.reset()  # a fresh cache per rival: the rows reuse one code object
-        compiled = torch.compile(fn, dynamic=False)
-        return median_ms(wrap(compiled), device, repeats, warmup=3), ""
+        compiled = wrap(torch.compile(fn, dynamic=False))
+        compiled()  # compiles
+        return compiled, ""
     except Exception as error:  # noqa: BLE001  (report and go on: compile is an optional rival)
-        return float("nan"), f"compile failed: {type(error).__name__}"
+        return None, f"compile failed: {type(error).__name__}"
 
 
 def measure(row, fused, eager, fused_leaves, eager_leaves, device, repeats, compile_enabled):
     """Fills row with the times and memory of one pass (row["mode"])."""
-    fused_run, eager_run = runner(row["mode"], fused_leaves), runner(row["mode"], eager_leaves)
-    row["fused_ms"] = median_ms(fused_run(fused), device, repeats)
-    row["eager_ms"] = median_ms(eager_run(eager), device, repeats)
-    row["compiled_ms"], row["note"] = try_compile(eager, eager_run, device, repeats, compile_enabled)
-    row["fused_peak_mb"] = peak_mb(fused_run(fused), device)
-    row["eager_peak_mb"] = peak_mb(eager_run(eager), device)
+    fused_run, eager_run = runner(row["mode"], fused_leaves)(fused), runner(row["mode"], eager_leaves)(eager)
+    compiled_run, row["note"] = try_compile(eager, runner(row["mode"], eager_leaves), compile_enabled)
+    rivals = [fused_run, eager_run] + ([compiled_run] if compiled_run is not None else [])
+    times = median_ms(rivals, device, repeats)
+    row["fused_ms"], row["eager_ms"] = times[0], times[1]
+    row["compiled_ms"] = times[2] if compiled_run is not None else float("nan")
+    row["fused_peak_mb"] = peak_mb(fused_run, device)
+    row["eager_peak_mb"] = peak_mb(eager_run, device)
     if row["mode"] == "fwd+bwd":
         row["fused_saved_mb"] = saved_mb(fused, fused_leaves)
         row["eager_saved_mb"] = saved_mb(eager, eager_leaves)
