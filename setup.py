@@ -70,6 +70,17 @@ def want_cuda():
     return ok
 
 
+def openmp_flags_needed():
+    """at::parallel_for is inline OpenMP in ATen's headers when torch is built with OpenMP (the
+    Linux wheels are): without -fopenmp it compiles to a serial loop. The extension then links
+    the libgomp.so.1 that torch has already loaded."""
+    import sys
+
+    import torch
+
+    return sys.platform.startswith("linux") and torch.backends.openmp.is_available()
+
+
 def extensions():
     build_cuda = want_cuda()
     if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
@@ -82,10 +93,14 @@ def extensions():
 
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx_flags = ["-O3"]
+    link_flags = []
+    if openmp_flags_needed():
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     if not build_cuda:
         return [CppExtension("rnnfused._C", sources, include_dirs=include_dirs,
-                             extra_compile_args={"cxx": cxx_flags})]
+                             extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     system_includes = []
     for include in missing_toolkit_header_dirs(os.environ["CUDA_HOME"]):
@@ -99,7 +114,8 @@ def extensions():
     ]
     return [CUDAExtension("rnnfused._C", sources, include_dirs=include_dirs,
                           define_macros=[("RNNFUSED_WITH_CUDA", "1")],
-                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})]
+                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+                          extra_link_args=link_flags)]
 
 
 def cmdclass():

@@ -77,6 +77,38 @@ TORCH_LIBRARY(rnnfused, m) {
       "Tensor x_proj, Tensor w_hh, Tensor h0, Tensor c0, Tensor output, Tensor workspace, "
       "Tensor? batch_sizes, bool reverse) "
       "-> (Tensor grad_x_proj, Tensor grad_w_hh, Tensor grad_h0, Tensor grad_c0)");
+
+  // ---------------------------------------------------------------------------------------------
+  // Attention (Bahdanau additive; Luong dot / general / concat): scores, masked softmax and
+  // context of a whole (B, Tq) block of queries in one call. Batch-first:
+  //   query (B, Tq, F), keys (B, Tk, F), values (B, Tk, Dv)
+  //   -> context (B, Tq, Dv) = weights @ values, weights (B, Tq, Tk) = softmax over keys.
+  // mask: (B, Tk) bool, True = attend to the key (a real token), False = padding; None = attend
+  // to every key. (The opposite polarity of nn.MultiheadAttention's key_padding_mask.)
+  // A row whose keys are all masked gets all-zero weights and a zero context, never NaN, and
+  // zero gradients. All computation runs in float for float16 / bfloat16 inputs.
+  // Backward ops: grad_context / grad_weights None = zero; weights = the forward's output (masked
+  // keys have weight 0, so the mask itself is not needed).
+  //
+  // Additive: score[b,q,k] = v . tanh(query_proj[b,q] + key_proj[b,k]), F = attn_size A. The
+  // projections (W_q query + bias, W_k keys) are the caller's GEMMs; the (B, Tq, Tk, A) tanh
+  // tensor is never stored: backward recomputes it.
+  m.def(
+      "additive_attention_forward(Tensor query_proj, Tensor key_proj, Tensor v, Tensor values, "
+      "Tensor? mask) -> (Tensor context, Tensor weights)");
+  m.def(
+      "additive_attention_backward(Tensor? grad_context, Tensor? grad_weights, Tensor query_proj, "
+      "Tensor key_proj, Tensor v, Tensor values, Tensor weights) "
+      "-> (Tensor grad_query_proj, Tensor grad_key_proj, Tensor grad_v, Tensor grad_values)");
+  // Dot: score[b,q,k] = scale * query[b,q] . keys[b,k] (Luong dot: scale 1; Luong general: the
+  // caller projects the query first; scaled dot product: scale 1/sqrt(F)).
+  m.def(
+      "dot_attention_forward(Tensor query, Tensor keys, Tensor values, Tensor? mask, float scale) "
+      "-> (Tensor context, Tensor weights)");
+  m.def(
+      "dot_attention_backward(Tensor? grad_context, Tensor? grad_weights, Tensor query, "
+      "Tensor keys, Tensor values, Tensor weights, float scale) "
+      "-> (Tensor grad_query, Tensor grad_keys, Tensor grad_values)");
 }
 
 // `import rnnfused._C` runs the static registrations above and in the kernel files; the module

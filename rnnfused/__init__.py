@@ -7,10 +7,14 @@
 import torch
 
 from . import ops, reference
+from .attention import (AttentionLSTMCell, AttentionMemory, BahdanauAttention, GlobalAttention,
+                        LuongAttention)
 from .nn import LSTM, RNN, LSTMCell, RNNCell
 from .convert import convert
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built", "convert"]
+__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "ops", "reference", "cuda_built", "convert",
+           "BahdanauAttention", "LuongAttention", "GlobalAttention", "AttentionLSTMCell",
+           "AttentionMemory"]
 __version__ = "0.1.0"
 
 

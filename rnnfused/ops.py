@@ -335,3 +335,89 @@ for _name in _AUTOCAST_OPS:
     for _device_type in ("cpu", "cuda"):
         _autocast_lib.impl(_name, _autocast_kernel(getattr(_ops, _name).default, _device_type),
                            "Autocast" + torch._C._dispatch_key_for_device(_device_type), with_keyset=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention: fused scores + masked softmax + context (schemas and the mask / all-masked contract
+# in csrc/registration.cpp). Batch-first: query (B, Tq, ·), keys (B, Tk, ·), values (B, Tk, Dv)
+# -> context (B, Tq, Dv), weights (B, Tq, Tk). mask (B, Tk) bool: True = attend.
+
+def additive_attention(query_proj: Tensor, key_proj: Tensor, v: Tensor, values: Tensor,
+                       mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Bahdanau (additive) attention on projected inputs:
+    ``score[b, q, k] = v . tanh(query_proj[b, q] + key_proj[b, k])``; returns (context, weights).
+
+    query_proj (B, Tq, A) with the bias folded in, key_proj (B, Tk, A), v (A,), values (B, Tk, Dv),
+    mask (B, Tk) bool or None. The (B, Tq, Tk, A) tanh tensor is never materialised.
+    """
+    return _ops.additive_attention_forward(query_proj, key_proj, v, values, mask)
+
+
+def dot_attention(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
+                  scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Dot-product (Luong) attention: ``score[b, q, k] = scale * query[b, q] . keys[b, k]``;
+    returns (context, weights). query (B, Tq, D), keys (B, Tk, D), values (B, Tk, Dv)."""
+    return _ops.dot_attention_forward(query, keys, values, mask, scale)
+
+
+def _attention_outputs(query: Tensor, keys: Tensor, values: Tensor):
+    batch, query_len, key_len = query.shape[0], query.shape[1], keys.shape[1]
+    return (query.new_empty((batch, query_len, values.shape[2])),
+            query.new_empty((batch, query_len, key_len)))
+
+
+@torch.library.register_fake("rnnfused::additive_attention_forward")
+def _(query_proj, key_proj, v, values, mask):
+    return _attention_outputs(query_proj, key_proj, values)
+
+
+@torch.library.register_fake("rnnfused::additive_attention_backward")
+def _(grad_context, grad_weights, query_proj, key_proj, v, values, weights):
+    return _like(query_proj), _like(key_proj), _like(v), _like(values)
+
+
+@torch.library.register_fake("rnnfused::dot_attention_forward")
+def _(query, keys, values, mask, scale):
+    return _attention_outputs(query, keys, values)
+
+
+@torch.library.register_fake("rnnfused::dot_attention_backward")
+def _(grad_context, grad_weights, query, keys, values, weights, scale):
+    return _like(query), _like(keys), _like(values)
+
+
+# Backward reads the forward's weights (masked keys have weight 0), never the mask; gradients the
+# caller did not ask for (None) stay None for the kernels, which treat them as zero.
+
+def _additive_attention_setup(ctx, inputs, output):
+    query_proj, key_proj, v, values, mask = inputs
+    ctx.save_for_backward(query_proj, key_proj, v, values, output[1])
+
+
+def _additive_attention_backward(ctx, grad_context, grad_weights):
+    query_proj, key_proj, v, values, weights = ctx.saved_tensors
+    grads = _ops.additive_attention_backward(grad_context, grad_weights, query_proj, key_proj, v,
+                                             values, weights)
+    return (*grads, None)
+
+
+torch.library.register_autograd(
+    "rnnfused::additive_attention_forward", _additive_attention_backward,
+    setup_context=_additive_attention_setup)
+
+
+def _dot_attention_setup(ctx, inputs, output):
+    query, keys, values, mask, scale = inputs
+    ctx.save_for_backward(query, keys, values, output[1])
+    ctx.scale = scale
+
+
+def _dot_attention_backward(ctx, grad_context, grad_weights):
+    query, keys, values, weights = ctx.saved_tensors
+    grads = _ops.dot_attention_backward(grad_context, grad_weights, query, keys, values, weights,
+                                        ctx.scale)
+    return (*grads, None, None)
+
+
+torch.library.register_autograd(
+    "rnnfused::dot_attention_forward", _dot_attention_backward, setup_context=_dot_attention_setup)

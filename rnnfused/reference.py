@@ -115,3 +115,30 @@ def gated_candidate_lstm_layer(x_proj, w_hh, h0, c0, batch_sizes=None, reverse=F
     output, (h_n, c_n) = _run(step, x_rows, [h0.reshape(B, M * H), c0.reshape(B, M * H)], batch_sizes,
                               reverse, M * H)
     return output.view(*x_proj.shape[:-1], H), h_n.view(B, M, H), c_n.view(B, M, H)
+
+# ---------------------------------------------------------------------------------------------
+# Attention: the formulas of csrc/registration.cpp, materialising everything.
+
+def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax over the last dim of (B, Tq, Tk) scores; mask (B, Tk) bool, True = attend.
+    Masked keys get weight 0; a row with every key masked gets all-zero weights (not NaN)."""
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    keep = mask[:, None, :]
+    weights = torch.softmax(scores.masked_fill(~keep, float("-inf")), dim=-1)
+    # masked_fill (not a product) so that the NaN of an all-masked row neither survives forward
+    # nor reaches the gradient.
+    return weights.masked_fill(~keep, 0.0)
+
+
+def additive_attention(query_proj, key_proj, v, values, mask=None):
+    """score[b,q,k] = v . tanh(query_proj[b,q] + key_proj[b,k]) -> (context, weights)."""
+    scores = torch.tanh(query_proj[:, :, None, :] + key_proj[:, None, :, :]) @ v  # (B, Tq, Tk)
+    weights = masked_softmax(scores, mask)
+    return weights @ values, weights
+
+
+def dot_attention(query, keys, values, mask=None, scale=1.0):
+    """score[b,q,k] = scale * query[b,q] . keys[b,k] -> (context, weights)."""
+    weights = masked_softmax(scale * (query @ keys.transpose(1, 2)), mask)
+    return weights @ values, weights

@@ -8,7 +8,9 @@ import rnnfused
 
 EXPECTED_OPS = ["lstm_layer_forward", "lstm_layer_backward", "rnn_layer_forward", "rnn_layer_backward",
                 "lstm_cell_forward", "lstm_cell_backward", "rnn_cell_forward", "rnn_cell_backward",
-                "gated_candidate_lstm_layer_forward", "gated_candidate_lstm_layer_backward"]
+                "gated_candidate_lstm_layer_forward", "gated_candidate_lstm_layer_backward",
+                "additive_attention_forward", "additive_attention_backward",
+                "dot_attention_forward", "dot_attention_backward"]
 
 
 def has_kernel(op, key):

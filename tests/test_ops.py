@@ -137,7 +137,10 @@ def test_every_op_is_covered_by_opcheck():
     covered = {"lstm_layer_forward", "lstm_layer_backward", "rnn_layer_forward", "rnn_layer_backward",
                "lstm_cell_forward", "lstm_cell_backward", "rnn_cell_forward", "rnn_cell_backward",
                # tests/test_gated_candidate_op.py
-               "gated_candidate_lstm_layer_forward", "gated_candidate_lstm_layer_backward"}
+               "gated_candidate_lstm_layer_forward", "gated_candidate_lstm_layer_backward",
+               # tests/test_attention.py::test_opcheck, ::test_gradcheck
+               "additive_attention_forward", "additive_attention_backward",
+               "dot_attention_forward", "dot_attention_backward"}
     registered = {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names()
                   if name.startswith("rnnfused::")}
     assert registered == covered
