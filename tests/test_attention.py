@@ -261,11 +261,6 @@ def test_cpu_capability_kernels(capability):
 
 # --- modules -----------------------------------------------------------------------------------
 
-def composite_additive(query_proj, key_proj, v, values, mask):
-    """The usual eager implementation: materialise tanh(Wq q + Wk k) (B, Tq, Tk, A)."""
-    return reference.additive_attention(query_proj, key_proj, v, values, mask)
-
-
 @pytest.mark.parametrize("one_step", [True, False], ids=["step", "block"])
 @pytest.mark.parametrize("use_lengths", [True, False], ids=["lengths", "mask"])
 def test_bahdanau_module(device, one_step, use_lengths):
