@@ -1,5 +1,6 @@
 # make test   installs what is missing, builds the extension, runs the test suite.
-# make bench  same set-up, then the CPU benchmark harness (prints its table last).
+# make bench  same set-up, then the CPU benchmark harnesses (recurrent layers, then attention;
+#             each prints its table last).
 #
 # RNNFUSED_CUDA=auto|0|1 chooses whether the CUDA sources are compiled (see setup.py);
 # CI uses 1 so that every .cu file compiles and links on every submission.
@@ -26,9 +27,11 @@ test: build
 
 bench: build
 	$(PYTHON) benchmarks/bench.py
+	$(PYTHON) benchmarks/bench_attention.py
 
 quick-bench: build
 	$(PYTHON) benchmarks/bench.py --quick
+	$(PYTHON) benchmarks/bench_attention.py --quick
 
 clean:
 	rm -rf build *.egg-info rnnfused/_C*.so benchmarks/out
