@@ -2,7 +2,8 @@
 # The GPU proof, in one call on a bare GPU machine (its own torch and nvcc, no network):
 #   bash benchmarks/gpu_check.sh OUTDIR
 # builds the extension for the card, runs the CUDA tests, runs compute-sanitizer (memcheck and
-# racecheck) on a small case where it exists, runs the GPU benchmark, and prints a short table
+# racecheck) on a small case where it exists, runs the GPU benchmarks (recurrent layers and
+# attention), and prints a short table
 # last. Full logs go to OUTDIR. Budget: under 8 minutes on an H200.
 set -uo pipefail
 OUT="${1:?usage: gpu_check.sh OUTDIR}"
@@ -47,10 +48,13 @@ else
   echo "compute-sanitizer not found: skipped"
 fi
 
-step "GPU benchmark"
+step "GPU benchmarks"
 python3 benchmarks/bench_gpu.py --out "$OUT" > "$OUT/bench_gpu.log" 2>&1 || { status=1; tail -n 20 "$OUT/bench_gpu.log"; }
+python3 benchmarks/bench_attention.py --device cuda --json "$OUT/bench_attention.json" > "$OUT/bench_attention.log" 2>&1 \
+  || { status=1; tail -n 20 "$OUT/bench_attention.log"; }
 
 echo
 echo "== summary: tests $(tail -n 1 "$OUT/tests_cuda.log"); exit status $status"
+grep "^|" "$OUT/bench_attention.log" 2>/dev/null
 cat "$OUT/bench_gpu.md" 2>/dev/null
 exit $status
