@@ -3,7 +3,6 @@
 // buffers allocated before the time loop) with a pointwise policy that launches one kernel per
 // step, one thread per (row, hidden unit), running the very element bodies the CPU tests.
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "../recurrent_layer.h"
