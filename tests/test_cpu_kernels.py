@@ -1,6 +1,7 @@
 """Every CPU pointwise kernel (scalar element bodies, AVX2, AVX-512) gives torch.nn's numbers.
 
-The kernel is chosen once per process (RNNFUSED_CPU_KERNEL), so each runs in a subprocess.
+The kernel follows ATen's CPU capability, chosen once per process (ATEN_CPU_CAPABILITY lowers
+it), so each runs in a subprocess.
 Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
 float32 and float64 against torch.nn, float16 and bfloat16 against float64."""
 import os
@@ -44,26 +45,16 @@ CHECK = textwrap.dedent("""
     print("ok")
 """)
 
-def kernels():
-    found = ["scalar"]
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability in ("AVX2", "AVX512"):
-        found.append("avx2")
-    if capability == "AVX512":
-        found.append("avx512")
-    return found
+def capabilities():
+    """Every capability this CPU can run: ATen's own, and each one below it."""
+    order = ["default", "avx2", "avx512"]
+    highest = torch.backends.cpu.get_cpu_capability().lower()
+    return order[: order.index(highest) + 1] if highest in order else ["default"]
 
-@pytest.mark.parametrize("kernel", kernels())
-def test_kernel_matches_torch(kernel):
-    env = {"RNNFUSED_CPU_KERNEL": kernel}
 
-    result = subprocess.run([sys.executable, "-c", CHECK], env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("capability", capabilities())
+def test_kernel_matches_torch(capability):
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    result = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-
-def test_unknown_kernel_name_is_an_error():
-
-    script = "import torch, rnnfused; rnnfused.LSTM(2, 3)(torch.randn(2, 1, 2))"
-    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "RNNFUSED_CPU_KERNEL": "sse9"},
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "RNNFUSED_CPU_KERNEL must be" in result.stderr

@@ -2,14 +2,14 @@
 // policy. The per-step float32 GEMMs call oneDNN's batch-reduce GEMM micro-kernel directly
 // (ATen's cpublas::brgemm: no dispatch, JIT code for the exact shape); other dtypes go through
 // ATen. The pointwise passes run pointwise_vec_impl.h's vectorized rows for the widest
-// instruction set the CPU has (AVX-512 or AVX2; 16-bit types computed in float); other CPUs
-// and RNNFUSED_CPU_KERNEL=scalar run gate_math.h's element bodies over every (row, unit).
+// instruction set ATen runs with (AVX-512 or AVX2; 16-bit types computed in float); other CPUs
+// and ATEN_CPU_CAPABILITY=default run gate_math.h's element bodies over every (row, unit).
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "../recurrent_layer.h"
@@ -21,27 +21,14 @@ namespace {
 
 enum class CpuKernel { Scalar, Avx2, Avx512 };
 
-// The best kernel this CPU runs, unless RNNFUSED_CPU_KERNEL (scalar | avx2 | avx512) asks for
-// another one (tests use it to cover every path on one machine). Decided once per process.
+// The capability ATen itself runs with (ATEN_CPU_CAPABILITY=default|avx2|avx512 lowers it; the
+// attention kernels follow the same switch). Decided once per process.
 CpuKernel cpu_kernel() {
   static const CpuKernel kernel = [] {
-#if defined(__x86_64__) || defined(_M_X64)
-    const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vl");
-#else
-    const bool has_avx2 = false, has_avx512 = false;
-#endif
-    const char* env = std::getenv("RNNFUSED_CPU_KERNEL");
-    const std::string wanted = env != nullptr ? env : "auto";
-    TORCH_CHECK(wanted == "auto" || wanted == "scalar" || wanted == "avx2" || wanted == "avx512",
-        "RNNFUSED_CPU_KERNEL must be auto, scalar, avx2 or avx512, got '", wanted, "'");
-    TORCH_CHECK(wanted != "avx512" || has_avx512, "RNNFUSED_CPU_KERNEL=avx512 but this CPU lacks AVX-512");
-    TORCH_CHECK(wanted != "avx2" || has_avx2, "RNNFUSED_CPU_KERNEL=avx2 but this CPU lacks AVX2/FMA");
-    if (wanted == "scalar") return CpuKernel::Scalar;
-    if (wanted == "avx2") return CpuKernel::Avx2;
-    return has_avx512 ? CpuKernel::Avx512 : has_avx2 ? CpuKernel::Avx2 : CpuKernel::Scalar;
+    const std::string capability = at::get_cpu_capability();
+    if (capability == "AVX512") return CpuKernel::Avx512;
+    if (capability == "AVX2") return CpuKernel::Avx2;
+    return CpuKernel::Scalar;
   }();
   return kernel;
 }
