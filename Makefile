@@ -18,8 +18,16 @@ deps:
 	@$(PYTHON) -c "import numpy, pytest, ninja, setuptools, wheel, matplotlib" 2>/dev/null \
 		|| $(PIP) install numpy pytest ninja setuptools wheel matplotlib
 
+# The full compiler log goes to build/pip-install.log; the ptxas resource report of the CUDA
+# kernels (registers, spills) is summarised here so that a spill shows in every CI log.
 build: deps
-	$(PIP) install --no-build-isolation -e .
+	@mkdir -p build
+	$(PIP) install -v --no-build-isolation -e . > build/pip-install.log 2>&1 \
+		|| { tail -n 80 build/pip-install.log; exit 1; }
+	@if grep -q "bytes spill" build/pip-install.log; then \
+		echo "ptxas: $$(grep -c 'bytes spill' build/pip-install.log) kernel reports; kernels with spills:"; \
+		grep "bytes spill" build/pip-install.log | grep -v " 0 bytes spill stores, 0 bytes spill loads" || echo "  none"; \
+	fi
 	@$(PYTHON) -c "import rnnfused; print('rnnfused built; CUDA kernels:', rnnfused.cuda_built())"
 
 test: build
