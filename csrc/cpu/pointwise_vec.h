@@ -1,8 +1,8 @@
 // Vectorized CPU pointwise passes (float, double, bfloat16, float16) and the few-rows GEMM of a time step,
 // compiled once per instruction set.
 //
-// A kernel file defines CPU_CAPABILITY (AVX2 or AVX512), turns the instruction set on for
-// itself, and includes pointwise_vec_impl.h, which defines these functions in
+// A kernel file turns its instruction set on (isa_avx2_begin.h / isa_avx512_begin.h, which also
+// define CPU_CAPABILITY) and includes pointwise_vec_impl.h, which defines these functions in
 // rnnfused::<capability namespace> on ATen's Vectorized (SLEEF exp / tanh): the gate math is
 // gate_math.h's templates run on SIMD vectors; the row tails run gate_math.h's scalar bodies.
 // recurrent_cpu.cpp picks the best capability the running CPU has.

@@ -1,5 +1,5 @@
 // Included first by the translation units that build CPU kernels for a wider instruction set
-// (attention_kernels_avx2.cpp, attention_kernels_avx512.cpp): every header that
+// (through isa_avx2_begin.h / isa_avx512_begin.h): every header that
 // ATen/cpu/vec/vec.h pulls in and that does NOT depend on CPU_CAPABILITY, so that it is compiled
 // for the baseline ISA, before the unit enables AVX2 / AVX-512. Only the vector code itself
 // (ATen/cpu/vec, torch/headeronly/cpu/vec, sleef.h, zmath.h: all inside capability-named
