@@ -1,28 +1,35 @@
 // The device-independent host side of the layer and cell ops: input checks, the time-step
-// schedule of dense and packed sequences, the GEMMs (through ATen, so cuBLAS on the GPU and
-// the CPU BLAS on the host), and the order of work per step. One template serves both devices;
-// the only device-specific piece is the `Pointwise` policy that runs one fused pointwise pass
-// of gate_math.h over the rows of a step:
+// schedule of dense and packed sequences, buffers, the one-off GEMMs outside the time loop and
+// the gradients that follow it. A device `Policy` supplies the GEMM and runs the time loops:
 //
-//   struct Pointwise {
-//     // GEMMs  C (rows, N) = A (rows, K) @ B (K, N)  (+ C when accumulate), A and C given as
-//     // row-major pointers with row strides, so the time loop builds no tensor views; B is
-//     // step_operand(W viewed as (K, N), total rows of A over all the GEMMs it serves), made
-//     // once per op call in the layout the policy's GEMM likes.
-//     static Tensor step_operand(const Tensor& w_kn, int64_t total_rows);
+//   struct Policy {
+//     // C (M, N) (+)= A (M, K) @ B (K, N): the input projection, input and weight gradients.
+//     // C has unit column stride; A and B may be any (transposed) views.
+//     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate);
+//     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
+//     template <class S, class A> static void lstm_backward_loop(const LstmBackwardLoop<S, A>&);
+//     template <Activation act, class S, class A> static void rnn_forward_loop(const RnnForwardLoop<S>&);
+//     template <Activation act, class S, class A> static void rnn_backward_loop(const RnnBackwardLoop<S>&);
+//   };
+//
+// StepByStep<Policy> implements the four loops as one recurrent GEMM per step accumulated in
+// place into the precomputed input projection, one fused pointwise pass (gate_math.h) and, for
+// proj_size, one projection GEMM; the policy then supplies the step GEMM and the passes:
+//
+//     // C (rows, N) (+)= A (rows, K) @ B (K, N), A and C row-major pointers with row strides, so
+//     // the time loop builds no tensor views; B is step_operand(W viewed as (K, N)).
+//     static Tensor step_operand(const Tensor& w_kn);
 //     template <class S> static void step_gemm(const Tensor& b, const S* a, int64_t lda, S* c,
 //                                              int64_t ldc, int64_t rows, bool accumulate);
 //     template <bool kTraining, class S, class A> static void lstm_forward(const LstmForwardStep<S, A>&, int64_t rows);
 //     template <class S, class A> static void lstm_backward(const LstmBackwardStep<S, A>&, int64_t rows);
 //     template <Activation act, class S, class A> static void rnn_forward(const RnnForwardStep<S>&, int64_t rows);
 //     template <Activation act, class S, class A> static void rnn_backward(const RnnBackwardStep<S>&, int64_t rows);
-//   };
 //
-// AtenStepGemm is the step GEMM through ATen (cuBLAS / the CPU BLAS) that policies can inherit.
-//
-// Per step: one recurrent GEMM accumulated in place into the precomputed input projection, one
-// pointwise pass (and for proj_size one projection GEMM). Every buffer is allocated before the
-// time loop; weight gradients are GEMMs over all steps after the reverse loop.
+// AtenGemm is the GEMM through ATen (cuBLAS / the CPU BLAS) that policies can inherit. The GPU
+// runs StepByStep; the CPU runs its own loops for float / double (recurrent_cpu.cpp) and
+// StepByStep for the 16-bit types. Every buffer is allocated before the time loop; weight
+// gradients are GEMMs over all steps after the reverse loop.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -188,38 +195,31 @@ void dispatch_activation(Activation act, F&& f) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// GEMM pieces shared by the LSTM and the RNN.
+// GEMMs through ATen (cuBLAS on the GPU, the CPU BLAS on the host).
 
-// The step GEMM through ATen (cuBLAS on the GPU): the weight as it is, the row blocks wrapped
-// as tensors without copying.
-struct AtenStepGemm {
-  static Tensor step_operand(const Tensor& w_kn, int64_t /*total_rows*/) { return w_kn; }
+struct AtenGemm {
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
+    if (accumulate) {
+      const_cast<Tensor&>(C).addmm_(A, B);
+    } else {
+      at::mm_out(const_cast<Tensor&>(C), A, B);
+    }
+  }
 
+  static Tensor step_operand(const Tensor& w_kn) { return w_kn; }
+
+  // The row blocks wrapped as tensors without copying.
   template <typename scalar_t>
   static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
                         int64_t rows, bool accumulate) {
     const Tensor A = at::from_blob(const_cast<scalar_t*>(a), {rows, b.size(0)}, {lda, 1}, b.options());
-    Tensor C = at::from_blob(c, {rows, b.size(1)}, {ldc, 1}, b.options());
-    if (accumulate) {
-      C.addmm_(A, b);
-    } else {
-      at::mm_out(C, A, b);
-    }
+    const Tensor C = at::from_blob(c, {rows, b.size(1)}, {ldc, 1}, b.options());
+    gemm(C, A, b, accumulate);
   }
 };
 
-// The same GEMM on tensors, for the one-off GEMMs outside the time loop. A and C have unit
-// column stride.
-template <typename Pointwise>
-void gemm_rows(const Tensor& C, const Tensor& A, const Tensor& b, bool accumulate) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_gemm_rows", [&] {
-    Pointwise::step_gemm(b, A.const_data_ptr<scalar_t>(), A.stride(0), C.mutable_data_ptr<scalar_t>(),
-                         C.stride(0), C.size(0), accumulate);
-  });
-}
-
 // out (N, G*H) = x (N, I) @ w_ih^T + b_ih + b_hh: the input projection of every step at once.
-template <typename Pointwise>
+template <typename Policy>
 void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih,
                    const OptTensor& b_hh) {
   const bool has_bias = b_ih.has_value() || b_hh.has_value();
@@ -228,7 +228,7 @@ void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const
     if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
     out.copy_(bias.unsqueeze(0).expand_as(out));
   }
-  gemm_rows<Pointwise>(out, x, Pointwise::step_operand(w_ih.t(), x.size(0)), /*accumulate=*/has_bias);
+  Policy::gemm(out, x, w_ih.t(), /*accumulate=*/has_bias);
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -248,11 +248,11 @@ inline Tensor previous_states(const Tensor& output, const Tensor& h0, const Step
 
 // Gradients of the layer's inputs and weights from dL/d(pre-activations) of every row:
 // returns (grad_input (N, I), grad_w_ih, grad_w_hh, grad_bias).
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
     const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
   Tensor grad_x = at::empty({x.size(0), x.size(1)}, x.options());
-  gemm_rows<Pointwise>(grad_x, grad_pre, Pointwise::step_operand(w_ih, grad_pre.size(0)), /*accumulate=*/false);
+  Policy::gemm(grad_x, grad_pre, w_ih, /*accumulate=*/false);
   return {grad_x, at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states), grad_pre.sum(0)};
 }
 
@@ -261,11 +261,212 @@ inline Tensor as_rows(const Tensor& t, int64_t rows) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What a time loop reads and writes: raw pointers into buffers the op allocated (N rows of
+// the schedule, B = its first batch size), the weights as tensors for the policy to lay out.
+
+// LSTM forward. ws rows: gates 4H (in: the input projection with both biases; out, when
+// training: the activations i | f | g | o) | c_t H | h_t H (proj only; training only).
+template <typename S, typename A>
+struct LstmForwardLoop {
+  const StepSchedule* sched;
+  int64_t hidden_size;  // H
+  int64_t state_size;   // P
+  Tensor w_hh_kn;       // (P, 4H) view of W_hh^T
+  Tensor w_hr_kn;       // (H, P) view of W_hr^T; undefined without projection
+  S* ws;
+  int64_t ws_cols;
+  S* output;            // (N, P)
+  S* h_state;           // (B, P) in: h0, out: h_n
+  A* c_state;           // (B, H) in: c0, out: c_n
+  bool has_proj() const { return w_hr_kn.defined(); }
+};
+
+// LSTM backward, over the forward's training workspace.
+template <typename S, typename A>
+struct LstmBackwardLoop {
+  const StepSchedule* sched;
+  int64_t hidden_size, state_size;
+  Tensor w_hh;           // (4H, P): dL/dh_{t-1} = dL/dgates_t @ W_hh
+  Tensor w_hr;           // (P, H): dL/dh_t = dL/dr_t @ W_hr; undefined without projection
+  const S* ws;
+  int64_t ws_cols;
+  const S* grad_output;  // (N, P), or nullptr (zero)
+  const S* c0;           // (B, H)
+  S* grad_gates;         // (N, 4H) out
+  S* grad_r;             // (N, P) out: dL/dr_t (proj only)
+  S* grad_h_state;       // (B, P) in: dL/dh_n, out: dL/dh0
+  A* grad_c_state;       // (B, H) in: dL/dc_n, out: dL/dc0
+  bool has_proj() const { return w_hr.defined(); }
+};
+
+// Vanilla RNN forward: pre (N, H) holds the input projection and receives the pre-activations.
+template <typename S>
+struct RnnForwardLoop {
+  const StepSchedule* sched;
+  int64_t hidden_size;
+  Tensor w_hh_kn;  // (H, H) view of W_hh^T
+  S* pre;
+  S* output;       // (N, H)
+  S* h_state;      // (B, H) in: h0, out: h_n
+};
+
+template <typename S>
+struct RnnBackwardLoop {
+  const StepSchedule* sched;
+  int64_t hidden_size;
+  Tensor w_hh;            // (H, H)
+  const S* output;        // (N, H): h_t
+  const S* grad_output;   // (N, H), or nullptr (zero)
+  S* grad_pre;            // (N, H) out
+  S* grad_h_state;        // (B, H) in: dL/dh_n, out: dL/dh0
+};
+
+// ---------------------------------------------------------------------------------------------
+// The time loops as a sequence of per-step GEMM and pointwise calls (see the top of the file).
+
+template <typename Policy>
+struct StepByStep {
+  template <bool kTraining, typename scalar_t, typename acc_t>
+  static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
+    const StepSchedule& sched = *L.sched;
+    const int64_t H = L.hidden_size, P = L.state_size, ws_cols = L.ws_cols;
+    const Tensor w_hh_kn = Policy::step_operand(L.w_hh_kn);
+    const Tensor w_hr_kn = L.has_proj() ? Policy::step_operand(L.w_hr_kn) : Tensor();
+    // Without training, h_t before the projection needs a buffer of its own.
+    const Tensor h_scratch = (L.has_proj() && !kTraining)
+        ? at::empty({sched.max_batch, H}, L.w_hh_kn.options()) : Tensor();
+    for (int64_t k = 0; k < sched.steps(); ++k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      scalar_t* ws_rows = L.ws + off * ws_cols;
+      Policy::step_gemm(w_hh_kn, L.h_state, P, ws_rows, ws_cols, rows, /*accumulate=*/true);
+
+      LstmForwardStep<scalar_t, acc_t> p;
+      p.gates = ws_rows;
+      p.gates_ld = ws_cols;
+      p.c_state = L.c_state;
+      p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
+      p.c_saved_ld = ws_cols;
+      p.hidden_size = H;
+      if (L.has_proj()) {
+        p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<scalar_t>();
+        p.h_out_ld = kTraining ? ws_cols : H;
+        p.h_state = nullptr;
+      } else {
+        p.h_out = L.output + off * P;
+        p.h_out_ld = P;
+        p.h_state = L.h_state;
+      }
+      Policy::template lstm_forward<kTraining>(p, rows);
+      if (L.has_proj()) {
+        Policy::step_gemm(w_hr_kn, p.h_out, p.h_out_ld, L.output + off * P, P, rows, /*accumulate=*/false);
+        copy_elements(L.output + off * P, L.h_state, rows * P, L.w_hh_kn.options());
+      }
+    }
+  }
+
+  template <typename scalar_t, typename acc_t>
+  static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
+    const StepSchedule& sched = *L.sched;
+    const int64_t H = L.hidden_size, P = L.state_size, ws_cols = L.ws_cols;
+    const Tensor w_hh = Policy::step_operand(L.w_hh);
+    const Tensor w_hr = L.has_proj() ? Policy::step_operand(L.w_hr) : Tensor();
+    const Tensor grad_h_scratch = L.has_proj() ? at::empty({sched.max_batch, H}, L.w_hh.options()) : Tensor();
+    for (int64_t k = sched.steps() - 1; k >= 0; --k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      const int64_t prev = sched.previous_time(t);
+
+      LstmBackwardStep<scalar_t, acc_t> p;
+      p.gates = L.ws + off * ws_cols;
+      p.gates_ld = ws_cols;
+      p.c_saved = L.ws + off * ws_cols + 4 * H;
+      p.c_saved_ld = ws_cols;
+      p.c_prev = prev >= 0 ? L.ws + sched.offsets[prev] * ws_cols + 4 * H : nullptr;
+      p.c_prev_ld = ws_cols;
+      p.prev_rows = sched.carried_rows(t);
+      p.c_init = L.c0;
+      p.grad_c = L.grad_c_state;
+      p.grad_gates = L.grad_gates + off * 4 * H;
+      p.grad_gates_ld = 4 * H;
+      p.hidden_size = H;
+      if (L.has_proj()) {
+        // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ w_hr.
+        const Tensor grad_r_t = at::from_blob(L.grad_r + off * P, {rows, P}, w_hh.options());
+        const Tensor carried = at::from_blob(L.grad_h_state, {rows, P}, w_hh.options());
+        if (L.grad_output != nullptr) {
+          at::add_out(const_cast<Tensor&>(grad_r_t),
+                      at::from_blob(const_cast<scalar_t*>(L.grad_output) + off * P, {rows, P}, w_hh.options()), carried);
+        } else {
+          grad_r_t.copy_(carried);
+        }
+        Policy::step_gemm(w_hr, L.grad_r + off * P, P, grad_h_scratch.mutable_data_ptr<scalar_t>(), H, rows,
+                          /*accumulate=*/false);
+        p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
+        p.grad_h_ld = H;
+        p.grad_h_extra = nullptr;
+      } else {
+        p.grad_h = L.grad_output != nullptr ? L.grad_output + off * P : nullptr;
+        p.grad_h_ld = P;
+        p.grad_h_extra = L.grad_h_state;
+      }
+      Policy::lstm_backward(p, rows);
+      Policy::step_gemm(w_hh, L.grad_gates + off * 4 * H, 4 * H, L.grad_h_state, P, rows, /*accumulate=*/false);
+    }
+  }
+
+  template <Activation act, typename scalar_t, typename acc_t>
+  static void rnn_forward_loop(const RnnForwardLoop<scalar_t>& L) {
+    const StepSchedule& sched = *L.sched;
+    const int64_t H = L.hidden_size;
+    const Tensor w_hh_kn = Policy::step_operand(L.w_hh_kn);
+    for (int64_t k = 0; k < sched.steps(); ++k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      Policy::step_gemm(w_hh_kn, L.h_state, H, L.pre + off * H, H, rows, /*accumulate=*/true);
+      RnnForwardStep<scalar_t> p;
+      p.pre = L.pre + off * H;
+      p.pre_ld = H;
+      p.h_out = L.output + off * H;
+      p.h_out_ld = H;
+      p.h_state = L.h_state;
+      p.hidden_size = H;
+      Policy::template rnn_forward<act, scalar_t, acc_t>(p, rows);
+    }
+  }
+
+  template <Activation act, typename scalar_t, typename acc_t>
+  static void rnn_backward_loop(const RnnBackwardLoop<scalar_t>& L) {
+    const StepSchedule& sched = *L.sched;
+    const int64_t H = L.hidden_size;
+    const Tensor w_hh = Policy::step_operand(L.w_hh);
+    for (int64_t k = sched.steps() - 1; k >= 0; --k) {
+      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
+      RnnBackwardStep<scalar_t> p;
+      p.h = L.output + off * H;
+      p.h_ld = H;
+      p.grad_h = L.grad_output != nullptr ? L.grad_output + off * H : nullptr;
+      p.grad_h_ld = H;
+      p.grad_h_extra = L.grad_h_state;
+      p.grad_pre = L.grad_pre + off * H;
+      p.grad_pre_ld = H;
+      p.hidden_size = H;
+      Policy::template rnn_backward<act, scalar_t, acc_t>(p, rows);
+      Policy::step_gemm(w_hh, L.grad_pre + off * H, H, L.grad_h_state, H, rows, /*accumulate=*/false);
+    }
+  }
+
+ private:
+  // dst[0, n) = src[0, n) on the device (and with the dtype) of `options`.
+  template <typename scalar_t>
+  static void copy_elements(const scalar_t* src, scalar_t* dst, int64_t n, const at::TensorOptions& options) {
+    at::from_blob(dst, {n}, options).copy_(at::from_blob(const_cast<scalar_t*>(src), {n}, options));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // LSTM layer.
 
 inline int64_t lstm_workspace_cols(int64_t H, bool has_proj) { return (has_proj ? 6 : 5) * H; }
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
     const OptTensor& b_hh, const OptTensor& w_hr_, const Tensor& h0_, const Tensor& c0_,
@@ -282,56 +483,34 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
-  const Tensor w_hh_kn = Pointwise::step_operand(w_hh.t(), N);                    // (P, 4H)
-  const Tensor w_hr_kn = has_proj ? Pointwise::step_operand(w_hr.t(), N) : Tensor();  // (H, P)
   const auto acc_dtype = at::toOpMathType(input.scalar_type());
 
-  // Row layout: gates 4H | c_t H | h_t H (proj only). Without training only the gates.
+  // Without training only the gates are kept.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
   Tensor ws = at::empty({N, ws_cols}, input.options());
-  const Tensor gates = ws.narrow(1, 0, 4 * H);
-  project_input<Pointwise>(gates, x, w_ih, b_ih, b_hh);
+  project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih, b_ih, b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
-  Tensor h_state = h0_.contiguous().clone();                    // (B, P) recurrent state
-  Tensor c_state = c0_.to(acc_dtype).contiguous().clone();      // (B, H) in acc_t
-  // With a projection, h_t (before projection) lands in the workspace, or a scratch buffer.
-  Tensor h_scratch = (has_proj && !training) ? at::empty({B, H}, input.options()) : Tensor();
+  Tensor h_state = h0_.contiguous().clone();
+  Tensor c_state = c0_.to(acc_dtype).contiguous().clone();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    scalar_t* ws_ptr = ws.mutable_data_ptr<scalar_t>();
-    for (int64_t k = 0; k < sched.steps(); ++k) {
-      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      Pointwise::step_gemm(w_hh_kn, h_state.const_data_ptr<scalar_t>(), P, ws_ptr + off * ws_cols,
-                           ws_cols, rows, /*accumulate=*/true);
-
-      LstmForwardStep<scalar_t, acc_t> p;
-      p.gates = ws_ptr + off * ws_cols;
-      p.gates_ld = ws_cols;
-      p.c_state = c_state.mutable_data_ptr<acc_t>();
-      p.c_saved = training ? ws_ptr + off * ws_cols + 4 * H : nullptr;
-      p.c_saved_ld = ws_cols;
-      p.hidden_size = H;
-      if (has_proj) {
-        p.h_out = training ? ws_ptr + off * ws_cols + 5 * H : h_scratch.mutable_data_ptr<scalar_t>();
-        p.h_out_ld = training ? ws_cols : H;
-        p.h_state = nullptr;
-      } else {
-        p.h_out = output.mutable_data_ptr<scalar_t>() + off * P;
-        p.h_out_ld = P;
-        p.h_state = h_state.mutable_data_ptr<scalar_t>();
-      }
-      if (training) {
-        Pointwise::template lstm_forward<true>(p, rows);
-      } else {
-        Pointwise::template lstm_forward<false>(p, rows);
-      }
-      if (has_proj) {
-        Pointwise::step_gemm(w_hr_kn, p.h_out, p.h_out_ld, output.mutable_data_ptr<scalar_t>() + off * P,
-                             P, rows, /*accumulate=*/false);
-        h_state.narrow(0, 0, rows).copy_(output.narrow(0, off, rows));
-      }
+    LstmForwardLoop<scalar_t, acc_t> loop;
+    loop.sched = &sched;
+    loop.hidden_size = H;
+    loop.state_size = P;
+    loop.w_hh_kn = w_hh.t();
+    loop.w_hr_kn = has_proj ? w_hr.t() : Tensor();
+    loop.ws = ws.mutable_data_ptr<scalar_t>();
+    loop.ws_cols = ws_cols;
+    loop.output = output.mutable_data_ptr<scalar_t>();
+    loop.h_state = h_state.mutable_data_ptr<scalar_t>();
+    loop.c_state = c_state.mutable_data_ptr<acc_t>();
+    if (training) {
+      Policy::template lstm_forward_loop<true>(loop);
+    } else {
+      Policy::template lstm_forward_loop<false>(loop);
     }
   });
 
@@ -341,7 +520,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
 }
 
 // grad_output may be undefined (treated as zero): the cell ops have no per-step output.
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_impl(
     const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& w_hr_,
@@ -368,63 +547,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const Tensor w_hr = has_proj ? w_hr_->contiguous() : Tensor();
-  const Tensor w_hh_kn = Pointwise::step_operand(w_hh, N);                      // (4H, P)
-  const Tensor w_hr_kn = has_proj ? Pointwise::step_operand(w_hr, N) : Tensor();  // (P, H)
   const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const auto acc_dtype = at::toOpMathType(input.scalar_type());
 
   Tensor grad_gates = at::empty({N, 4 * H}, input.options());
-  Tensor grad_h_state = grad_h_n.contiguous().clone();           // (B, P) dL/dh carried back
-  Tensor grad_c_state = grad_c_n.to(acc_dtype).contiguous().clone();  // (B, H) in acc_t
+  Tensor grad_h_state = grad_h_n.contiguous().clone();
+  Tensor grad_c_state = grad_c_n.to(acc_dtype).contiguous().clone();
   Tensor grad_r = has_proj ? at::empty({N, P}, input.options()) : Tensor();
-  Tensor grad_h_scratch = has_proj ? at::empty({B, H}, input.options()) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* ws_ptr = ws.const_data_ptr<scalar_t>();
-    for (int64_t k = sched.steps() - 1; k >= 0; --k) {
-      const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      const int64_t prev = sched.previous_time(t);
-
-      LstmBackwardStep<scalar_t, acc_t> p;
-      p.gates = ws_ptr + off * ws_cols;
-      p.gates_ld = ws_cols;
-      p.c_saved = ws_ptr + off * ws_cols + 4 * H;
-      p.c_saved_ld = ws_cols;
-      p.c_prev = prev >= 0 ? ws_ptr + sched.offsets[prev] * ws_cols + 4 * H : nullptr;
-      p.c_prev_ld = ws_cols;
-      p.prev_rows = sched.carried_rows(t);
-      p.c_init = c0.const_data_ptr<scalar_t>();
-      p.grad_c = grad_c_state.mutable_data_ptr<acc_t>();
-      p.grad_gates = grad_gates.mutable_data_ptr<scalar_t>() + off * 4 * H;
-      p.grad_gates_ld = 4 * H;
-      p.hidden_size = H;
-      if (has_proj) {
-        // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ w_hr.
-        Tensor grad_r_t = grad_r.narrow(0, off, rows);
-        if (grad_output.defined()) {
-          at::add_out(grad_r_t, grad_output.narrow(0, off, rows), grad_h_state.narrow(0, 0, rows));
-        } else {
-          grad_r_t.copy_(grad_h_state.narrow(0, 0, rows));
-        }
-        Pointwise::step_gemm(w_hr_kn, grad_r.const_data_ptr<scalar_t>() + off * P, P,
-                             grad_h_scratch.mutable_data_ptr<scalar_t>(), H, rows, /*accumulate=*/false);
-        p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
-        p.grad_h_ld = H;
-        p.grad_h_extra = nullptr;
-      } else {
-        p.grad_h = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() + off * P : nullptr;
-        p.grad_h_ld = P;
-        p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
-      }
-      Pointwise::lstm_backward(p, rows);
-      Pointwise::step_gemm(w_hh_kn, grad_gates.const_data_ptr<scalar_t>() + off * 4 * H, 4 * H,
-                           grad_h_state.mutable_data_ptr<scalar_t>(), P, rows, /*accumulate=*/false);
-    }
+    LstmBackwardLoop<scalar_t, acc_t> loop;
+    loop.sched = &sched;
+    loop.hidden_size = H;
+    loop.state_size = P;
+    loop.w_hh = w_hh;
+    loop.w_hr = w_hr;
+    loop.ws = ws.const_data_ptr<scalar_t>();
+    loop.ws_cols = ws_cols;
+    loop.grad_output = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() : nullptr;
+    loop.c0 = c0.const_data_ptr<scalar_t>();
+    loop.grad_gates = grad_gates.mutable_data_ptr<scalar_t>();
+    loop.grad_r = has_proj ? grad_r.mutable_data_ptr<scalar_t>() : nullptr;
+    loop.grad_h_state = grad_h_state.mutable_data_ptr<scalar_t>();
+    loop.grad_c_state = grad_c_state.mutable_data_ptr<acc_t>();
+    Policy::lstm_backward_loop(loop);
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads<Pointwise>(grad_gates, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Policy>(grad_gates, x, w_ih, previous_states(output, h0, sched));
   const Tensor grad_w_hr = has_proj ? at::mm(grad_r.t(), ws.narrow(1, 5 * H, H))
                                     : at::empty({0}, input.options());
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h_state,
@@ -434,7 +585,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
 // ---------------------------------------------------------------------------------------------
 // Vanilla RNN layer. Backward needs nothing beyond the output (h_t) itself.
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
     const OptTensor& b_hh, const Tensor& h0_, const OptTensor& batch_sizes, bool reverse,
@@ -448,35 +599,29 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
 
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
-  const Tensor w_hh_kn = Pointwise::step_operand(w_hh.t(), N);  // (H, H) transposed
   Tensor pre = at::empty({N, H}, input.options());
-  project_input<Pointwise>(pre, x, w_ih, b_ih, b_hh);
+  project_input<Policy>(pre, x, w_ih, b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    RnnForwardLoop<scalar_t> loop;
+    loop.sched = &sched;
+    loop.hidden_size = H;
+    loop.w_hh_kn = w_hh.t();
+    loop.pre = pre.mutable_data_ptr<scalar_t>();
+    loop.output = output.mutable_data_ptr<scalar_t>();
+    loop.h_state = h_state.mutable_data_ptr<scalar_t>();
     dispatch_activation(act, [&](auto act_c) {
-      for (int64_t k = 0; k < sched.steps(); ++k) {
-        const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-        Pointwise::step_gemm(w_hh_kn, h_state.const_data_ptr<scalar_t>(), H,
-                             pre.mutable_data_ptr<scalar_t>() + off * H, H, rows, /*accumulate=*/true);
-        RnnForwardStep<scalar_t> p;
-        p.pre = pre.const_data_ptr<scalar_t>() + off * H;
-        p.pre_ld = H;
-        p.h_out = output.mutable_data_ptr<scalar_t>() + off * H;
-        p.h_out_ld = H;
-        p.h_state = h_state.mutable_data_ptr<scalar_t>();
-        p.hidden_size = H;
-        Pointwise::template rnn_forward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
-      }
+      Policy::template rnn_forward_loop<decltype(act_c)::value, scalar_t, acc_t>(loop);
     });
   });
   const Tensor out = batch_sizes.has_value() ? output : output.view({input.size(0), input.size(1), H});
   return {out, h_state};
 }
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
     const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& input, const Tensor& w_ih_,
     const Tensor& w_hh_, const Tensor& h0_, const Tensor& output_, const OptTensor& batch_sizes,
@@ -493,77 +638,70 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
   const Tensor output = as_rows(output_, N);
   const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
-  const Tensor w_hh_kn = Pointwise::step_operand(w_hh, N);
   const Tensor h0 = h0_.contiguous();
   Tensor grad_pre = at::empty({N, H}, input.options());
   Tensor grad_h_state = grad_h_n.contiguous().clone();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    RnnBackwardLoop<scalar_t> loop;
+    loop.sched = &sched;
+    loop.hidden_size = H;
+    loop.w_hh = w_hh;
+    loop.output = output.const_data_ptr<scalar_t>();
+    loop.grad_output = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() : nullptr;
+    loop.grad_pre = grad_pre.mutable_data_ptr<scalar_t>();
+    loop.grad_h_state = grad_h_state.mutable_data_ptr<scalar_t>();
     dispatch_activation(act, [&](auto act_c) {
-      for (int64_t k = sched.steps() - 1; k >= 0; --k) {
-        const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-        RnnBackwardStep<scalar_t> p;
-        p.h = output.const_data_ptr<scalar_t>() + off * H;
-        p.h_ld = H;
-        p.grad_h = grad_output.defined() ? grad_output.const_data_ptr<scalar_t>() + off * H : nullptr;
-        p.grad_h_ld = H;
-        p.grad_h_extra = grad_h_state.const_data_ptr<scalar_t>();
-        p.grad_pre = grad_pre.mutable_data_ptr<scalar_t>() + off * H;
-        p.grad_pre_ld = H;
-        p.hidden_size = H;
-        Pointwise::template rnn_backward<decltype(act_c)::value, scalar_t, acc_t>(p, rows);
-        Pointwise::step_gemm(w_hh_kn, grad_pre.const_data_ptr<scalar_t>() + off * H, H,
-                             grad_h_state.mutable_data_ptr<scalar_t>(), H, rows, /*accumulate=*/false);
-      }
+      Policy::template rnn_backward_loop<decltype(act_c)::value, scalar_t, acc_t>(loop);
     });
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads<Pointwise>(grad_pre, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Policy>(grad_pre, x, w_ih, previous_states(output, h0, sched));
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_h_state};
 }
 
 // ---------------------------------------------------------------------------------------------
 // Cells: a cell step is a layer run over a one-step sequence.
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward_impl(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool training) {
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
-  auto [output, h_n, c_n, ws] = lstm_layer_forward_impl<Pointwise>(
+  auto [output, h_n, c_n, ws] = lstm_layer_forward_impl<Policy>(
       input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, std::nullopt, hx, cx, std::nullopt, false, training);
   return {h_n, c_n, ws};
 }
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward_impl(
     const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& workspace) {
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
   // One step: the previous state of every row is hx, so the layer output is never read.
-  auto [gx, gw_ih, gw_hh, gb, gw_hr, ghx, gcx] = lstm_layer_backward_impl<Pointwise>(
+  auto [gx, gw_ih, gw_hh, gb, gw_hr, ghx, gcx] = lstm_layer_backward_impl<Policy>(
       Tensor(), grad_hy, grad_cy, input.unsqueeze(0), w_ih, w_hh, std::nullopt, hx, cx,
       hx.unsqueeze(0), workspace, std::nullopt, false);
   return {gx.squeeze(0), gw_ih, gw_hh, gb, ghx, gcx};
 }
 
-template <typename Pointwise>
+template <typename Policy>
 Tensor rnn_cell_forward_impl(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
                              const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                              const std::string& nonlinearity) {
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
-  return std::get<1>(rnn_layer_forward_impl<Pointwise>(
+  return std::get<1>(rnn_layer_forward_impl<Policy>(
       input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, std::nullopt, false, nonlinearity));
 }
 
-template <typename Pointwise>
+template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward_impl(
     const Tensor& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& hy, const std::string& nonlinearity) {
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
-  auto [gx, gw_ih, gw_hh, gb, ghx] = rnn_layer_backward_impl<Pointwise>(
+  auto [gx, gw_ih, gw_hh, gb, ghx] = rnn_layer_backward_impl<Policy>(
       Tensor(), grad_hy, input.unsqueeze(0), w_ih, w_hh, hx, hy.unsqueeze(0), std::nullopt,
       false, nonlinearity);
   return {gx.squeeze(0), gw_ih, gw_hh, gb, ghx};

@@ -154,6 +154,28 @@ def test_rnn_packed(device, dtype, lengths_name, nonlinearity, layers, bidir):
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
 
 
+# Wide enough for the CPU's fused loops to split the units across a thread team, in several
+# panels with a partial last one (100 = 64 + 36 float / 3 x 32 + 4 double columns; proj 40), and
+# 13 rows (two 6-row tiles of the micro-kernel + 1).
+WIDE_H, WIDE_PROJ, WIDE_LENGTHS = 100, 40, [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed):
+    classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
+    extra = dict(proj_size=proj) if kind == "LSTM" else {}
+    ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, device=device, dtype=dtype, **extra)
+    if packed:
+        make = make_packed_inputs(WIDE_LENGTHS, I, False, device, dtype)
+    else:
+        P = proj or WIDE_H
+        shapes = [(4, 13, P), (4, 13, WIDE_H)] if kind == "LSTM" else [(4, 13, WIDE_H)]
+        make = dense_inputs(12, 13, len(shapes), shapes, False, False, True, device, dtype)
+    assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
+
+
 @pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
 def test_batch_of_zero_sequences(device, cls_pair):
     """torch.nn returns empty outputs for B=0; so must rnnfused."""

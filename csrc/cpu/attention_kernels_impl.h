@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "attention_kernels.h"
+#include "vec_math.h"
 
 #if !defined(CPU_CAPABILITY) || !defined(RNNF_ATTENTION_TABLE)
 #error "define CPU_CAPABILITY and RNNF_ATTENTION_TABLE before including attention_kernels_impl.h"

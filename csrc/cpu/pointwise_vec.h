@@ -1,5 +1,5 @@
-// Vectorized CPU pointwise passes (float, double, bfloat16, float16) and the few-rows GEMM of a time step,
-// compiled once per instruction set.
+// Vectorized CPU kernels, compiled once per instruction set: the pointwise passes of a time step
+// (float, double, bfloat16, float16) and the panel GEMM micro-kernel (float, double).
 //
 // A kernel file turns its instruction set on (isa_avx2_begin.h / isa_avx512_begin.h, which also
 // define CPU_CAPABILITY) and includes pointwise_vec_impl.h, which defines these functions in
@@ -19,17 +19,25 @@ namespace rnnfused {
 #define RNNF_DECLARE_VECTORIZED_POINTWISE(ns)                                                   \
   namespace ns {                                                                               \
   template <bool kTraining, typename S, typename A>                                            \
-  void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end);          \
+  void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end,           \
+                         int64_t unit_begin, int64_t unit_end);                                \
   template <typename S, typename A>                                                            \
-  void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end);        \
+  void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end,         \
+                          int64_t unit_begin, int64_t unit_end);                               \
   template <Activation act, typename S, typename A>                                            \
-  void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end);               \
+  void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end,                \
+                        int64_t unit_begin, int64_t unit_end);                                 \
   template <Activation act, typename S, typename A>                                            \
-  void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end);             \
-  /* C (rows, N) (+)= A (rows, K) @ B (K, N), B contiguous: for the 1-2 rows of a streaming   \
-     step, where a GEMV in registers beats a general GEMM kernel. */                          \
-  void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64_t N,        \
-                     float* c, int64_t ldc, int64_t rows, bool accumulate);                    \
+  void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end,              \
+                         int64_t unit_begin, int64_t unit_end);                                \
+  /* Columns per packed weight panel (panels.h). */                                           \
+  template <typename T>                                                                        \
+  int64_t panel_width();                                                                       \
+  /* C (rows, valid_cols) (+)= A (rows, K) @ panel (K, panel_width), A element (r, k) at       \
+     a[r * a_rs + k * a_cs], valid_cols <= panel_width (the rest of the panel is padding). */ \
+  template <typename T>                                                                        \
+  void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,     \
+                  int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate);             \
   }
 
 RNNF_DECLARE_VECTORIZED_POINTWISE(avx2)

@@ -1,12 +1,14 @@
 // The body of the vectorized pointwise passes; included by pointwise_avx2.cpp and
 // pointwise_avx512.cpp with CPU_CAPABILITY and RNNF_VEC_NAMESPACE defined (see pointwise_vec.h).
-// Each function handles rows [begin, end) of one time step: full SIMD vectors along the hidden
-// units, then the scalar element bodies for the remaining H % Vec::size() units.
+// Each pointwise function handles rows [begin, end) x hidden units [unit_begin, unit_end) of one
+// time step: full SIMD vectors along the units, then the scalar element bodies for the rest.
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "pointwise_vec.h"
+#include "vec_math.h"
 
 namespace rnnfused {
 namespace RNNF_VEC_NAMESPACE {
@@ -46,14 +48,15 @@ void store(const Vec<A>& v, S* p) {
 }
 
 template <bool kTraining, typename S, typename A>
-void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end) {
+void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end, int64_t unit_begin,
+                       int64_t unit_end) {
   const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
     S* gates = p.gates + row * p.gates_ld;
     A* c_state = p.c_state + row * H;
     S* h_out = p.h_out + row * p.h_out_ld;
-    int64_t j = 0;
-    for (; j + width <= H; j += width) {
+    int64_t j = unit_begin;
+    for (; j + width <= unit_end; j += width) {
       Vec<A> i = load<A>(gates + j), f = load<A>(gates + H + j);
       Vec<A> g = load<A>(gates + 2 * H + j), o = load<A>(gates + 3 * H + j);
       Vec<A> c = Vec<A>::loadu(c_state + j), h;
@@ -66,20 +69,21 @@ void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t en
       store(h, h_out + j);
       if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
     }
-    for (; j < H; ++j) lstm_forward_element<kTraining>(p, row, j);
+    for (; j < unit_end; ++j) lstm_forward_element<kTraining>(p, row, j);
   }
 }
 
 template <typename S, typename A>
-void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end) {
+void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end, int64_t unit_begin,
+                       int64_t unit_end) {
   const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
     const S* gates = p.gates + row * p.gates_ld;
     const S* c_prev = row < p.prev_rows ? p.c_prev + row * p.c_prev_ld : p.c_init + row * H;
     A* grad_c = p.grad_c + row * H;
     S* grad_gates = p.grad_gates + row * p.grad_gates_ld;
-    int64_t j = 0;
-    for (; j + width <= H; j += width) {
+    int64_t j = unit_begin;
+    for (; j + width <= unit_end; j += width) {
       Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
       if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
       Vec<A> dc = Vec<A>::loadu(grad_c + j), di, df, dg, do_;
@@ -90,83 +94,136 @@ void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t 
       store(di, grad_gates + j), store(df, grad_gates + H + j);
       store(dg, grad_gates + 2 * H + j), store(do_, grad_gates + 3 * H + j);
     }
-    for (; j < H; ++j) lstm_backward_element(p, row, j);
+    for (; j < unit_end; ++j) lstm_backward_element(p, row, j);
   }
 }
 
 template <Activation act, typename S, typename A>
-void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end) {
+void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end, int64_t unit_begin,
+                       int64_t unit_end) {
   const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
-    int64_t j = 0;
-    for (; j + width <= H; j += width) {
+    int64_t j = unit_begin;
+    for (; j + width <= unit_end; j += width) {
       const Vec<A> h = activate<act>(load<A>(p.pre + row * p.pre_ld + j));
       store(h, p.h_out + row * p.h_out_ld + j);
       if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
     }
-    for (; j < H; ++j) rnn_forward_element<act, S, A>(p, row, j);
+    for (; j < unit_end; ++j) rnn_forward_element<act, S, A>(p, row, j);
   }
 }
 
 template <Activation act, typename S, typename A>
-void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end) {
+void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end, int64_t unit_begin,
+                       int64_t unit_end) {
   const int64_t H = p.hidden_size, width = Vec<A>::size();
   for (int64_t row = begin; row < end; ++row) {
-    int64_t j = 0;
-    for (; j + width <= H; j += width) {
+    int64_t j = unit_begin;
+    for (; j + width <= unit_end; j += width) {
       Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
       if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
       const Vec<A> h = load<A>(p.h + row * p.h_ld + j);
       store(Vec<A>(dh * activate_grad_from_output<act>(h)), p.grad_pre + row * p.grad_pre_ld + j);
     }
-    for (; j < H; ++j) rnn_backward_element<act, S, A>(p, row, j);
+    for (; j < unit_end; ++j) rnn_backward_element<act, S, A>(p, row, j);
   }
 }
 
-void few_rows_gemm(const float* a, int64_t lda, const float* b, int64_t K, int64_t N, float* c,
-                   int64_t ldc, int64_t rows, bool accumulate) {
-  using V = Vec<float>;
-  constexpr int64_t kBlockVecs = 8;  // accumulators held in registers per column block
-  const int64_t block = kBlockVecs * V::size();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* a_row = a + r * lda;
-    float* c_row = c + r * ldc;
-    int64_t n0 = 0;
-    for (; n0 + block <= N; n0 += block) {
-      V acc[kBlockVecs];
-      for (int64_t v = 0; v < kBlockVecs; ++v) {
-        acc[v] = accumulate ? V::loadu(c_row + n0 + v * V::size()) : V(0.f);
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        const V a_k(a_row[k]);
-        const float* b_row = b + k * N + n0;
-        for (int64_t v = 0; v < kBlockVecs; ++v) {
-          acc[v] = at::vec::fmadd(a_k, V::loadu(b_row + v * V::size()), acc[v]);
-        }
-      }
-      for (int64_t v = 0; v < kBlockVecs; ++v) acc[v].store(c_row + n0 + v * V::size());
+// ---------------------------------------------------------------------------------------------
+// The panel GEMM micro-kernel. C (rows, valid_cols) (+)= A (rows, K) @ panel (K, width), where
+// panel is one contiguous (K, panel_width<T>()) block of a packed weight (panels.h) and A is
+// read through (row, column) strides, so a transposed view needs no copy. A tile of kTileRows
+// rows keeps kTileRows x kPanelVecs accumulators in registers for the whole K loop: per k, one
+// broadcast of A per row and kPanelVecs loads of the panel feed kTileRows * kPanelVecs FMAs.
+
+constexpr int64_t kPanelVecs = 4;
+// 32 vector registers (AVX-512) hold 6 x 4 accumulators + 4 panel vectors + 1 broadcast; 16
+// (AVX2) hold 2 x 4 + 4 + 1.
+constexpr int64_t kTileRows = sizeof(Vec<float>) == 64 ? 6 : 2;
+
+template <typename T>
+int64_t panel_width() {
+  return kPanelVecs * Vec<T>::size();
+}
+
+template <typename T, int64_t R>
+void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
+                int64_t ldc, bool accumulate) {
+  constexpr int64_t W = Vec<T>::size();
+  Vec<T> acc[R][kPanelVecs];
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W) : Vec<T>(T(0));
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    Vec<T> b[kPanelVecs];
+    for (int64_t v = 0; v < kPanelVecs; ++v) b[v] = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
+    for (int64_t r = 0; r < R; ++r) {
+      const Vec<T> a_rk(a[r * a_rs + k * a_cs]);
+      for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = at::vec::fmadd(a_rk, b[v], acc[r][v]);
     }
-    for (int64_t n = n0; n < N; ++n) {  // columns past the last full block
-      float sum = accumulate ? c_row[n] : 0.f;
-      for (int64_t k = 0; k < K; ++k) sum += a_row[k] * b[k * N + n];
-      c_row[n] = sum;
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v].store(c + r * ldc + v * W);
+  }
+}
+
+// Rows in tiles of kTileRows, the remainder by a tile of its own height.
+template <typename T>
+void panel_rows(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
+                int64_t ldc, int64_t rows, bool accumulate) {
+  int64_t r = 0;
+  for (; r + kTileRows <= rows; r += kTileRows) {
+    panel_tile<T, kTileRows>(a + r * a_rs, a_rs, a_cs, panel, K, c + r * ldc, ldc, accumulate);
+  }
+  const T* a_rest = a + r * a_rs;
+  T* c_rest = c + r * ldc;
+  switch (rows - r) {
+    case 0: break;
+    case 1: panel_tile<T, 1>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+    case 2: panel_tile<T, 2>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+    case 3: panel_tile<T, 3>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+    case 4: panel_tile<T, 4>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+    default: panel_tile<T, 5>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+  }
+}
+
+template <typename T>
+void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c, int64_t ldc,
+                int64_t rows, int64_t valid_cols, bool accumulate) {
+  const int64_t width = panel_width<T>();
+  if (valid_cols == width) return panel_rows(a, a_rs, a_cs, panel, K, c, ldc, rows, accumulate);
+  // The last panel of a group is zero-padded: run it on a full-width copy of C's rows.
+  T tile[kTileRows * kPanelVecs * Vec<T>::size()];
+  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+    const int64_t n = std::min(kTileRows, rows - r0);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < width; ++j) tile[r * width + j] = accumulate && j < valid_cols ? c[(r0 + r) * ldc + j] : T(0);
+    }
+    panel_rows(a + r0 * a_rs, a_rs, a_cs, panel, K, tile, width, n, /*accumulate=*/true);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < valid_cols; ++j) c[(r0 + r) * ldc + j] = tile[r * width + j];
     }
   }
 }
 
-#define RNNF_INSTANTIATE(S, A)                                                                  \
-  template void lstm_forward_rows<true, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t);   \
-  template void lstm_forward_rows<false, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t);  \
-  template void lstm_backward_rows<S, A>(const LstmBackwardStep<S, A>&, int64_t, int64_t);       \
-  template void rnn_forward_rows<Activation::Tanh, S, A>(const RnnForwardStep<S>&, int64_t, int64_t);   \
-  template void rnn_forward_rows<Activation::Relu, S, A>(const RnnForwardStep<S>&, int64_t, int64_t);   \
-  template void rnn_backward_rows<Activation::Tanh, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t); \
-  template void rnn_backward_rows<Activation::Relu, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t);
+#define RNNF_INSTANTIATE(S, A)                                                                           \
+  template void lstm_forward_rows<true, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t);  \
+  template void lstm_forward_rows<false, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t); \
+  template void lstm_backward_rows<S, A>(const LstmBackwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t);      \
+  template void rnn_forward_rows<Activation::Tanh, S, A>(const RnnForwardStep<S>&, int64_t, int64_t, int64_t, int64_t);   \
+  template void rnn_forward_rows<Activation::Relu, S, A>(const RnnForwardStep<S>&, int64_t, int64_t, int64_t, int64_t);   \
+  template void rnn_backward_rows<Activation::Tanh, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t, int64_t, int64_t); \
+  template void rnn_backward_rows<Activation::Relu, S, A>(const RnnBackwardStep<S>&, int64_t, int64_t, int64_t, int64_t);
 RNNF_INSTANTIATE(float, float)
 RNNF_INSTANTIATE(double, double)
 RNNF_INSTANTIATE(at::BFloat16, float)
 RNNF_INSTANTIATE(at::Half, float)
 #undef RNNF_INSTANTIATE
+
+template int64_t panel_width<float>();
+template int64_t panel_width<double>();
+template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, bool);
+template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, bool);
 
 }  // namespace RNNF_VEC_NAMESPACE
 }  // namespace rnnfused

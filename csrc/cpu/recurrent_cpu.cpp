@@ -1,12 +1,18 @@
 // CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with the CPU
-// policy. The per-step float32 GEMMs call oneDNN's batch-reduce GEMM micro-kernel directly
-// (ATen's cpublas::brgemm: no dispatch, JIT code for the exact shape); other dtypes go through
-// ATen. The pointwise passes run pointwise_vec_impl.h's vectorized rows for the widest
-// instruction set ATen runs with (AVX-512 or AVX2; 16-bit types computed in float); other CPUs
-// and ATEN_CPU_CAPABILITY=default run gate_math.h's element bodies over every (row, unit).
+// policy.
+//
+// float32 / float64 on AVX2 or AVX-512 (ATen's capability; ATEN_CPU_CAPABILITY lowers it): the
+// weights are packed into panels (panels.h) once per op call, every GEMM runs the panel
+// micro-kernel of pointwise_vec_impl.h, and each time loop runs on one thread team for the
+// whole sequence (thread_team.h). Each thread owns a share of the hidden units: per step it
+// computes the recurrent GEMM for all gates of its units and then their pointwise pass while
+// they are still in cache, and the team meets once per step (twice with proj_size).
+//
+// The 16-bit types (and any CPU without AVX2) run the driver's StepByStep loops: ATen GEMMs,
+// and the vectorized pointwise rows (16-bit types computed in float) or gate_math.h's element
+// bodies over every (row, unit).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
-#include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
 #include <string>
@@ -14,7 +20,9 @@
 
 #include "../recurrent_layer.h"
 #include "elementwise.h"
+#include "panels.h"
 #include "pointwise_vec.h"
+#include "thread_team.h"
 
 namespace rnnfused {
 namespace {
@@ -33,76 +41,326 @@ CpuKernel cpu_kernel() {
   return kernel;
 }
 
-// Runs the vectorized rows function (a pointer into namespace avx2 or avx512) when the CPU has
-// one; otherwise the element body over every (row, j).
+// The kernels of one instruction set, by name (pointwise_vec.h declares them per namespace).
+template <CpuKernel kIsa>
+struct Isa {
+#define RNNF_ISA_FORWARD(...) \
+  if constexpr (kIsa == CpuKernel::Avx512) return avx512::__VA_ARGS__; else return avx2::__VA_ARGS__;
+  template <typename T>
+  static int64_t panel_width() { RNNF_ISA_FORWARD(template panel_width<T>()) }
+  template <typename T>
+  static PanelGemmFn<T> panel_gemm() { RNNF_ISA_FORWARD(template panel_gemm<T>) }
+  template <bool kTraining, typename S, typename A>
+  static void lstm_forward(const LstmForwardStep<S, A>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+    RNNF_ISA_FORWARD(template lstm_forward_rows<kTraining, S, A>(p, r0, r1, u0, u1))
+  }
+  template <typename S, typename A>
+  static void lstm_backward(const LstmBackwardStep<S, A>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+    RNNF_ISA_FORWARD(template lstm_backward_rows<S, A>(p, r0, r1, u0, u1))
+  }
+  template <Activation act, typename S, typename A>
+  static void rnn_forward(const RnnForwardStep<S>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+    RNNF_ISA_FORWARD(template rnn_forward_rows<act, S, A>(p, r0, r1, u0, u1))
+  }
+  template <Activation act, typename S, typename A>
+  static void rnn_backward(const RnnBackwardStep<S>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
+    RNNF_ISA_FORWARD(template rnn_backward_rows<act, S, A>(p, r0, r1, u0, u1))
+  }
+#undef RNNF_ISA_FORWARD
+};
+
+// Runs f(Isa<...>{}) for the running CPU's vector instruction set; false when it has none.
+template <typename F>
+bool with_vector_isa(F&& f) {
+  switch (cpu_kernel()) {
+    case CpuKernel::Avx512: f(Isa<CpuKernel::Avx512>{}); return true;
+    case CpuKernel::Avx2: f(Isa<CpuKernel::Avx2>{}); return true;
+    default: return false;
+  }
+}
+
+template <typename T>
+constexpr bool kPanelType = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+// A team member is worth its fork and barriers above this many multiply-adds per step.
+constexpr int64_t kMacsPerThread = int64_t(1) << 15;
+
+int64_t team_size_for(int64_t step_macs) { return std::max<int64_t>(1, step_macs / kMacsPerThread); }
+
+// rows [first, last) of h_n: the output rows where each sequence ended. Sequences end at the
+// last step the recurrence processed them: in the forward order rows drop out as batch sizes
+// shrink; in the reverse order all rows end at time 0.
+template <typename T>
+void gather_final_states(const StepSchedule& s, const T* output, int64_t width, T* h_n) {
+  for (int64_t k = 0; k < s.steps(); ++k) {
+    const int64_t t = s.time_at(k);
+    const int64_t still_running = k + 1 < s.steps() ? s.batch_sizes[s.time_at(k + 1)] : 0;
+    for (int64_t row = still_running; row < s.batch_sizes[t]; ++row) {
+      std::copy_n(output + (s.offsets[t] + row) * width, width, h_n + row * width);
+    }
+  }
+}
+
+// dst[rows, [c0, c1)] = src[rows, [c0, c1)], both with row stride `width`.
+template <typename T>
+void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0, int64_t c1) {
+  for (int64_t r = 0; r < rows; ++r) std::copy(src + r * width + c0, src + r * width + c1, dst + r * width + c0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused time loops (float, double; see the top of the file).
+
+template <typename IsaT, bool kTraining, typename T>
+void fused_lstm_forward(const LstmForwardLoop<T, T>& L) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
+  const bool proj = L.has_proj();
+  const int64_t width = IsaT::template panel_width<T>();
+  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
+  const PackedWeight<T> w_hh(L.w_hh_kn, 4, width);                               // (P, 4 x H)
+  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(L.w_hr_kn, 1, width) : PackedWeight<T>();  // (H, P)
+  const auto options = L.w_hh_kn.options();
+  // Without projection every thread reads all of h_{t-1} while writing its units of h_t: two
+  // buffers, h_{t-1} in one, h_t in the other (both start as h0: rows that join late read h0).
+  // With projection the state is written in a phase of its own: one buffer.
+  const at::Tensor h_other = proj ? at::Tensor() : at::from_blob(L.h_state, {B, P}, options).clone();
+  T* h_buffers[2] = {L.h_state, proj ? nullptr : h_other.mutable_data_ptr<T>()};
+  const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
+
+  run_team(team_size_for(B * P * 4 * H), [&](int64_t id, int64_t team) {
+    const auto [u0, u1] = w_hh.share(id, team);
+    const auto [q0, q1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{0, 0};
+    for (int64_t k = 0; k < s.steps(); ++k) {
+      const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
+      T* ws_rows = L.ws + off * ws_cols;
+      const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
+      w_hh.gemm_columns(gemm, h_prev, P, 1, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
+
+      LstmForwardStep<T, T> p;
+      p.gates = ws_rows;
+      p.gates_ld = ws_cols;
+      p.c_state = L.c_state;
+      p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
+      p.c_saved_ld = ws_cols;
+      p.hidden_size = H;
+      if (proj) {
+        p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<T>();
+        p.h_out_ld = kTraining ? ws_cols : H;
+        p.h_state = nullptr;
+      } else {
+        p.h_out = L.output + off * P;
+        p.h_out_ld = P;
+        p.h_state = h_buffers[(k + 1) % 2];
+      }
+      IsaT::template lstm_forward<kTraining>(p, 0, rows, u0, u1);
+      if (proj) {
+        team_barrier();  // h_t complete
+        T* r_rows = L.output + off * P;
+        w_hr.gemm_columns(gemm, p.h_out, p.h_out_ld, 1, r_rows, P, rows, q0, q1, /*accumulate=*/false);
+        copy_columns(r_rows, L.h_state, rows, P, q0, q1);
+      }
+      team_barrier();  // the state of step k complete
+    }
+  });
+  if (!proj) gather_final_states(s, L.output, P, L.h_state);
+}
+
+template <typename IsaT, typename T>
+void fused_lstm_backward(const LstmBackwardLoop<T, T>& L) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
+  const bool proj = L.has_proj();
+  const int64_t width = IsaT::template panel_width<T>();
+  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
+  const PackedWeight<T> w_hh(L.w_hh, 1, width);                                      // (4H, P)
+  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(L.w_hr, 1, width) : PackedWeight<T>();  // (P, H)
+  const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
+
+  // Thread shares: q = columns of dL/dh_{t-1} (P), u = hidden units of the pointwise pass (H).
+  // Without projection P == H and the two shares coincide, so a thread only ever reads its own
+  // columns of dL/dh_{t-1}: one barrier per step.
+  run_team(team_size_for(B * P * 4 * H), [&](int64_t id, int64_t team) {
+    const auto [q0, q1] = w_hh.share(id, team);
+    const auto [u0, u1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{q0, q1};
+    for (int64_t k = s.steps() - 1; k >= 0; --k) {
+      const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
+      const int64_t prev = s.previous_time(t);
+
+      LstmBackwardStep<T, T> p;
+      p.gates = L.ws + off * ws_cols;
+      p.gates_ld = ws_cols;
+      p.c_saved = L.ws + off * ws_cols + 4 * H;
+      p.c_saved_ld = ws_cols;
+      p.c_prev = prev >= 0 ? L.ws + s.offsets[prev] * ws_cols + 4 * H : nullptr;
+      p.c_prev_ld = ws_cols;
+      p.prev_rows = s.carried_rows(t);
+      p.c_init = L.c0;
+      p.grad_c = L.grad_c_state;
+      p.grad_gates = L.grad_gates + off * 4 * H;
+      p.grad_gates_ld = 4 * H;
+      p.hidden_size = H;
+      if (proj) {
+        // dL/dr_t = grad_output_t + carried (own columns), then dL/dh_t = dL/dr_t @ W_hr (own units).
+        T* grad_r = L.grad_r + off * P;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t c = q0; c < q1; ++c) {
+            grad_r[r * P + c] = L.grad_h_state[r * P + c] + (L.grad_output ? L.grad_output[(off + r) * P + c] : T(0));
+          }
+        }
+        team_barrier();  // dL/dr_t complete
+        T* grad_h = grad_h_scratch.mutable_data_ptr<T>();
+        w_hr.gemm_columns(gemm, grad_r, P, 1, grad_h, H, rows, u0, u1, /*accumulate=*/false);
+        p.grad_h = grad_h;
+        p.grad_h_ld = H;
+        p.grad_h_extra = nullptr;
+      } else {
+        p.grad_h = L.grad_output != nullptr ? L.grad_output + off * P : nullptr;
+        p.grad_h_ld = P;
+        p.grad_h_extra = L.grad_h_state;
+      }
+      IsaT::lstm_backward(p, 0, rows, u0, u1);
+      team_barrier();  // dL/dgates_t complete
+      w_hh.gemm_columns(gemm, p.grad_gates, 4 * H, 1, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
+    }
+  });
+}
+
+template <typename IsaT, Activation act, typename T>
+void fused_rnn_forward(const RnnForwardLoop<T>& L) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, B = s.max_batch;
+  const PackedWeight<T> w_hh(L.w_hh_kn, 1, IsaT::template panel_width<T>());
+  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
+  // h_{t-1} and h_t in two buffers, as in fused_lstm_forward.
+  const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
+  T* h_buffers[2] = {L.h_state, h_other.mutable_data_ptr<T>()};
+
+  run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
+    const auto [u0, u1] = w_hh.share(id, team);
+    for (int64_t k = 0; k < s.steps(); ++k) {
+      const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
+      w_hh.gemm_columns(gemm, h_buffers[k % 2], H, 1, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
+      RnnForwardStep<T> p;
+      p.pre = L.pre + off * H;
+      p.pre_ld = H;
+      p.h_out = L.output + off * H;
+      p.h_out_ld = H;
+      p.h_state = h_buffers[(k + 1) % 2];
+      p.hidden_size = H;
+      IsaT::template rnn_forward<act, T, T>(p, 0, rows, u0, u1);
+      team_barrier();
+    }
+  });
+  gather_final_states(s, L.output, H, L.h_state);
+}
+
+template <typename IsaT, Activation act, typename T>
+void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, B = s.max_batch;
+  const PackedWeight<T> w_hh(L.w_hh, 1, IsaT::template panel_width<T>());
+  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
+
+  // As in fused_lstm_backward without projection: a thread reads only its own columns of dL/dh.
+  run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
+    const auto [u0, u1] = w_hh.share(id, team);
+    for (int64_t k = s.steps() - 1; k >= 0; --k) {
+      const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
+      RnnBackwardStep<T> p;
+      p.h = L.output + off * H;
+      p.h_ld = H;
+      p.grad_h = L.grad_output != nullptr ? L.grad_output + off * H : nullptr;
+      p.grad_h_ld = H;
+      p.grad_h_extra = L.grad_h_state;
+      p.grad_pre = L.grad_pre + off * H;
+      p.grad_pre_ld = H;
+      p.hidden_size = H;
+      IsaT::template rnn_backward<act, T, T>(p, 0, rows, u0, u1);
+      team_barrier();
+      w_hh.gemm_columns(gemm, p.grad_pre, H, 1, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy.
+
+// Runs the vectorized rows function of the running CPU over a step's rows (all units), or the
+// element body over every (row, j) without one. For StepByStep.
 template <typename Params, typename VecRows, typename Element>
 void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx512_rows,
                    const Element& element) {
   const CpuKernel kernel = cpu_kernel();
   for_rows(rows, p.hidden_size, [&](int64_t begin, int64_t end) {
-    if (kernel == CpuKernel::Avx512) return avx512_rows(p, begin, end);
-    if (kernel == CpuKernel::Avx2) return avx2_rows(p, begin, end);
+    if (kernel == CpuKernel::Avx512) return avx512_rows(p, begin, end, 0, p.hidden_size);
+    if (kernel == CpuKernel::Avx2) return avx2_rows(p, begin, end, 0, p.hidden_size);
     for (int64_t row = begin; row < end; ++row) {
       for (int64_t j = 0; j < p.hidden_size; ++j) element(p, row, j);
     }
   });
 }
 
-// Steps smaller than this many multiply-adds run on one thread.
-constexpr int64_t kParallelGemmMacs = int64_t(1) << 20;
-// Copying a (K, N) weight costs about as much as a GEMM of this many rows with it.
-constexpr int64_t kPackMinRows = 64;
-// Steps of at most this many rows (streaming inference) use the register GEMV.
-constexpr int64_t kFewRows = 2;
+// GEMMs of more rows than this are split across threads in row blocks of this many.
+constexpr int64_t kGemmRowBlock = 192;
 
-struct CpuPointwise {
-  // float32 weights are made contiguous (K, N) once per op call, the layout the GEMMs read, when
-  // the GEMMs they serve have rows enough to pay for the copy (a single cell step has not:
-  // ATen's GEMM then reads the transposed view as it is).
-  static Tensor step_operand(const Tensor& w_kn, int64_t total_rows) {
-    const bool worth_packing = w_kn.scalar_type() == at::kFloat && total_rows >= kPackMinRows;
-    return worth_packing ? w_kn.contiguous() : w_kn;
-  }
-
-  // C (M, N) = A (M, K) @ B (K, N) (+ C). float32 with a packed operand: 1-2 rows, the register
-  // GEMV of pointwise_vec_impl.h; more, brgemm, big GEMMs split across threads by rows (the input projection: many rows) or by columns (a time
-  // step: a few rows); anything else: ATen.
-  template <typename scalar_t>
-  static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
-                        int64_t M, bool accumulate) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (b.is_contiguous()) {
-        const CpuKernel kernel = cpu_kernel();
-        if (M <= kFewRows && kernel != CpuKernel::Scalar) {
-          const auto few_rows_gemm = kernel == CpuKernel::Avx512 ? avx512::few_rows_gemm : avx2::few_rows_gemm;
-          return few_rows_gemm(a, lda, b.const_data_ptr<float>(), b.size(0), b.size(1), c, ldc, M, accumulate);
-        }
-        return brgemm_rows(b, a, lda, c, ldc, M, accumulate);
+struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
+  // C (M, N) (+)= A (M, K) @ B (K, N): float / float64 on packed panels, in parallel over
+  // (row block, panel) tiles; anything else through ATen.
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
+    bool done = false;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
+      if constexpr (kPanelType<scalar_t>) {
+        done = with_vector_isa([&](auto isa) {
+          using IsaT = decltype(isa);
+          const PackedWeight<scalar_t> w(B, 1, IsaT::template panel_width<scalar_t>());
+          const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
+          const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
+          const scalar_t* a = A.const_data_ptr<scalar_t>();
+          scalar_t* c = C.mutable_data_ptr<scalar_t>();
+          // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
+          at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t tile = begin; tile < end; ++tile) {
+              const int64_t col = tile / row_blocks * w.panel_width, r0 = tile % row_blocks * kGemmRowBlock;
+              w.gemm_columns(kernel, a + r0 * A.stride(0), A.stride(0), A.stride(1), c + r0 * C.stride(0),
+                             C.stride(0), std::min(kGemmRowBlock, M - r0), col, col + w.panel_width, accumulate);
+            }
+          });
+        });
       }
-    }
-    AtenStepGemm::step_gemm(b, a, lda, c, ldc, M, accumulate);
+    });
+    if (!done) AtenGemm::gemm(C, A, B, accumulate);
   }
 
-  static void brgemm_rows(const Tensor& b, const float* a, int64_t lda, float* c, int64_t ldc,
-                          int64_t M, bool accumulate) {
-    if (M == 0) return;
-    const int64_t K = b.size(0), N = b.size(1);
-    const float* b_ptr = b.const_data_ptr<float>();
-    auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-      at::native::cpublas::brgemm(m1 - m0, n1 - n0, K, lda, N, ldc, accumulate, a + m0 * lda,
-                                  b_ptr + n0, c + m0 * ldc + n0, /*is_vnni=*/false);
-    };
-    const int64_t threads = at::get_num_threads();
-    if (threads == 1 || M * N * K < kParallelGemmMacs) {
-      block(0, M, 0, N);
-    } else if (M >= 8 * threads) {
-      at::parallel_for(0, M, (M + threads - 1) / threads, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); });
-    } else {
-      const int64_t grain = std::max<int64_t>(64, (N / threads + 15) / 16 * 16);
-      at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); });
+  template <bool kTraining, typename scalar_t, typename acc_t>
+  static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
+    if constexpr (kPanelType<scalar_t>) {
+      if (with_vector_isa([&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) return;
     }
+    StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
+  }
+  template <typename scalar_t, typename acc_t>
+  static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
+    if constexpr (kPanelType<scalar_t>) {
+      if (with_vector_isa([&](auto isa) { fused_lstm_backward<decltype(isa)>(L); })) return;
+    }
+    StepByStep<CpuPolicy>::lstm_backward_loop(L);
+  }
+  template <Activation act, typename scalar_t, typename acc_t>
+  static void rnn_forward_loop(const RnnForwardLoop<scalar_t>& L) {
+    if constexpr (kPanelType<scalar_t>) {
+      if (with_vector_isa([&](auto isa) { fused_rnn_forward<decltype(isa), act>(L); })) return;
+    }
+    StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
+  }
+  template <Activation act, typename scalar_t, typename acc_t>
+  static void rnn_backward_loop(const RnnBackwardLoop<scalar_t>& L) {
+    if constexpr (kPanelType<scalar_t>) {
+      if (with_vector_isa([&](auto isa) { fused_rnn_backward<decltype(isa), act>(L); })) return;
+    }
+    StepByStep<CpuPolicy>::rnn_backward_loop<act, scalar_t, acc_t>(L);
   }
 
+  // The pointwise passes of StepByStep (the 16-bit types, CPUs without AVX2).
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
     run_pointwise(p, rows, &avx2::lstm_forward_rows<kTraining, scalar_t, acc_t>,
@@ -129,14 +387,14 @@ struct CpuPointwise {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnfused, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_impl<CpuPointwise>);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_impl<CpuPointwise>);
-  m.impl("rnn_layer_forward", &rnn_layer_forward_impl<CpuPointwise>);
-  m.impl("rnn_layer_backward", &rnn_layer_backward_impl<CpuPointwise>);
-  m.impl("lstm_cell_forward", &lstm_cell_forward_impl<CpuPointwise>);
-  m.impl("lstm_cell_backward", &lstm_cell_backward_impl<CpuPointwise>);
-  m.impl("rnn_cell_forward", &rnn_cell_forward_impl<CpuPointwise>);
-  m.impl("rnn_cell_backward", &rnn_cell_backward_impl<CpuPointwise>);
+  m.impl("lstm_layer_forward", &lstm_layer_forward_impl<CpuPolicy>);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_impl<CpuPolicy>);
+  m.impl("rnn_layer_forward", &rnn_layer_forward_impl<CpuPolicy>);
+  m.impl("rnn_layer_backward", &rnn_layer_backward_impl<CpuPolicy>);
+  m.impl("lstm_cell_forward", &lstm_cell_forward_impl<CpuPolicy>);
+  m.impl("lstm_cell_backward", &lstm_cell_backward_impl<CpuPolicy>);
+  m.impl("rnn_cell_forward", &rnn_cell_forward_impl<CpuPolicy>);
+  m.impl("rnn_cell_backward", &rnn_cell_backward_impl<CpuPolicy>);
 }
 
 }  // namespace rnnfused

@@ -3,9 +3,10 @@
 // ATen/cpu/vec/vec.h pulls in and that does NOT depend on CPU_CAPABILITY, so that it is compiled
 // for the baseline ISA, before the unit enables AVX2 / AVX-512. Only the vector code itself
 // (ATen/cpu/vec, torch/headeronly/cpu/vec, sleef.h, zmath.h: all inside capability-named
-// namespaces), rnnfused/attention_math.h (always-inline templates) and the kernels get the wider
-// instructions, and no inline function shared with the rest of the extension (or torch) is ever
-// emitted in an AVX-only version.
+// namespaces), rnnfused's math headers (gate_math.h and the headers built on it: internal
+// linkage on the host) and the kernels get the wider instructions, so the vector math inlines
+// into the kernels and no inline function shared with the rest of the extension (or torch) is
+// ever emitted in an AVX-only version.
 #pragma once
 
 #include <ATen/AccumulateType.h>
@@ -33,5 +34,3 @@
 #include <limits>
 #include <type_traits>
 #include <utility>
-
-#include "rnnfused/gate_math.h"

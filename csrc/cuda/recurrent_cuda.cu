@@ -45,8 +45,9 @@ __global__ void rnn_pointwise_backward_kernel(const RnnBackwardStep<scalar_t> p,
   }
 }
 
-// Step GEMMs: cuBLAS through ATen (AtenStepGemm), on the current stream.
-struct CudaPointwise : AtenStepGemm {
+// The driver's StepByStep time loops: GEMMs by cuBLAS through ATen (AtenGemm) and one pointwise
+// kernel per step, all on the current stream.
+struct CudaPolicy : AtenGemm, StepByStep<CudaPolicy> {
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
     lstm_pointwise_kernel<kTraining><<<grid_for(rows * p.hidden_size), kThreadsPerBlock, 0,
@@ -76,14 +77,14 @@ struct CudaPointwise : AtenStepGemm {
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnfused, CUDA, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_impl<CudaPointwise>);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_impl<CudaPointwise>);
-  m.impl("rnn_layer_forward", &rnn_layer_forward_impl<CudaPointwise>);
-  m.impl("rnn_layer_backward", &rnn_layer_backward_impl<CudaPointwise>);
-  m.impl("lstm_cell_forward", &lstm_cell_forward_impl<CudaPointwise>);
-  m.impl("lstm_cell_backward", &lstm_cell_backward_impl<CudaPointwise>);
-  m.impl("rnn_cell_forward", &rnn_cell_forward_impl<CudaPointwise>);
-  m.impl("rnn_cell_backward", &rnn_cell_backward_impl<CudaPointwise>);
+  m.impl("lstm_layer_forward", &lstm_layer_forward_impl<CudaPolicy>);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_impl<CudaPolicy>);
+  m.impl("rnn_layer_forward", &rnn_layer_forward_impl<CudaPolicy>);
+  m.impl("rnn_layer_backward", &rnn_layer_backward_impl<CudaPolicy>);
+  m.impl("lstm_cell_forward", &lstm_cell_forward_impl<CudaPolicy>);
+  m.impl("lstm_cell_backward", &lstm_cell_backward_impl<CudaPolicy>);
+  m.impl("rnn_cell_forward", &rnn_cell_forward_impl<CudaPolicy>);
+  m.impl("rnn_cell_backward", &rnn_cell_backward_impl<CudaPolicy>);
 }
 
 }  // namespace rnnfused

@@ -35,10 +35,17 @@ namespace rnnfused {
 // Activations, written once for every value type V the math runs on: float and double (CPU
 // scalar code and CUDA threads) use the overloads; a SIMD vector type such as ATen's
 // at::vec::Vectorized<float> (the CPU's vectorized pointwise pass) supplies the members
-// exp() / tanh() / gt() and a free maximum() that the generic templates call.
+// exp() / tanh() / gt() and a free maximum() that the generic templates call. Its exp and tanh
+// go through VectorMath<V>, which a CPU kernel file may specialize (cpu/vec_math.h does for float).
 
-template <typename V> RNNF_HOST_DEVICE V exp_(const V& x) { return x.exp(); }
-template <typename V> RNNF_HOST_DEVICE V tanh_(const V& x) { return x.tanh(); }
+template <typename V>
+struct VectorMath {
+  static V exp(const V& x) { return x.exp(); }
+  static V tanh(const V& x) { return x.tanh(); }
+};
+
+template <typename V> RNNF_HOST_DEVICE V exp_(const V& x) { return VectorMath<V>::exp(x); }
+template <typename V> RNNF_HOST_DEVICE V tanh_(const V& x) { return VectorMath<V>::tanh(x); }
 template <typename V> RNNF_HOST_DEVICE V relu_(const V& x) { return maximum(x, V(0)); }
 template <typename V> RNNF_HOST_DEVICE V positive_(const V& x) { return x.gt(V(0)); }
 

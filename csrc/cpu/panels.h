@@ -1,0 +1,71 @@
+// A weight laid out for the panel GEMM micro-kernel (pointwise_vec_impl.h), packed once per op
+// call. The (K, N) operand of C = A @ W is cut into `groups` column groups of group_width
+// columns each (the 4 gates of an LSTM, or 1), and every group into panels of panel_width
+// columns; each panel is stored as its own contiguous (K, panel_width) block, the last panel of
+// a group zero-padded. A panel of 64 float columns and K = 256 is 64 KB: it stays in L1/L2
+// across all the rows of a step, and, for the recurrent weights, across steps.
+//
+// Hidden units (or output columns) are shared among threads in whole panels, the same split
+// for every group, so a thread computes all gates of its own units.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "thread_team.h"
+
+namespace rnnfused {
+
+// C (rows, valid_cols) (+)= A (rows, K) @ panel (K, width); A element (r, k) at a[r*a_rs + k*a_cs].
+template <typename T>
+using PanelGemmFn = void (*)(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
+                             int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate);
+
+template <typename T>
+struct PackedWeight {
+  at::Tensor storage;  // (groups, panels_per_group, K, panel_width)
+  int64_t K = 0;
+  int64_t groups = 0;
+  int64_t group_width = 0;
+  int64_t panel_width = 0;
+  int64_t panels_per_group = 0;
+
+  // w_kn: any (K, groups * group_width) view (typically a transposed weight).
+  PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_)
+      : K(w_kn.size(0)), groups(groups_), group_width(w_kn.size(1) / groups_), panel_width(panel_width_) {
+    panels_per_group = (group_width + panel_width - 1) / panel_width;
+    const int64_t padded = panels_per_group * panel_width;
+    at::Tensor w = w_kn.reshape({K, groups, group_width});
+    if (padded != group_width) w = at::constant_pad_nd(w, {0, padded - group_width});
+    storage = w.view({K, groups, panels_per_group, panel_width}).permute({1, 2, 0, 3}).contiguous();
+  }
+  PackedWeight() = default;
+
+  const T* panel(int64_t group, int64_t index) const {
+    return storage.const_data_ptr<T>() + (group * panels_per_group + index) * K * panel_width;
+  }
+
+  // Thread `id` of `team`'s columns [begin, end) within each group: whole panels.
+  std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const {
+    const auto [first, last] = share_of(panels_per_group, id, team);
+    return {first * panel_width, std::min(last * panel_width, group_width)};
+  }
+
+  // C[:, g*group_width + [begin, end)] (+)= A @ W[:, same columns] for every group g; C has row
+  // stride ldc, begin a multiple of panel_width.
+  void gemm_columns(PanelGemmFn<T> kernel, const T* a, int64_t a_rs, int64_t a_cs, T* c, int64_t ldc,
+                    int64_t rows, int64_t begin, int64_t end, bool accumulate) const {
+    if (rows == 0) return;
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t col = begin; col < end; col += panel_width) {
+        kernel(a, a_rs, a_cs, panel(g, col / panel_width), K, c + g * group_width + col, ldc, rows,
+               std::min(panel_width, group_width - col), accumulate);
+      }
+    }
+  }
+};
+
+}  // namespace rnnfused

@@ -1,0 +1,61 @@
+// exp and tanh for float vectors, inlined into the vectorized kernels in place of SLEEF's
+// out-of-line u10 calls (gate_math.h reaches them through its VectorMath hook). Included by the
+// kernel files after their instruction set is on (isa_*_begin.h), so Vec<float> is that set's.
+//
+// Accuracy (checked against float64 over the whole float range in tests/test_cpu_kernels.py):
+// exp within 2 ulp; tanh within 2 ulp of its value, NaN in -> NaN out, +-inf -> +-1.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+#include "rnnfused/gate_math.h"
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+namespace rnnfused {
+
+template <>
+struct VectorMath<at::vec::Vectorized<float>> {
+  using V = at::vec::Vectorized<float>;
+
+  // e^x = 2^n * e^r, n = round(x / ln 2), |r| <= ln(2) / 2, e^r by its Taylor series to r^7
+  // (truncation 2.6e-8 relative). x is clamped so that 2^n stays a normal float: e^x saturates at
+  // 2.2e38 above 88.3 and at 1.2e-38 below -87.3 (the clamp keeps NaN).
+  static V exp(const V& x_in) {
+    const V x = at::vec::clamp(x_in, V(-87.3f), V(88.3f));
+    const V n = (x * V(1.44269504088896341f)).round();
+    V r = at::vec::fmadd(n, V(-0.693145751953125f), x);  // ln 2 split hi + lo: n * hi is exact
+    r = at::vec::fmadd(n, V(-1.428606765330187e-06f), r);
+    V p(1.f / 5040.f);
+    p = at::vec::fmadd(p, r, V(1.f / 720.f));
+    p = at::vec::fmadd(p, r, V(1.f / 120.f));
+    p = at::vec::fmadd(p, r, V(1.f / 24.f));
+    p = at::vec::fmadd(p, r, V(1.f / 6.f));
+    p = at::vec::fmadd(p, r, V(0.5f));
+    p = at::vec::fmadd(p, r, V(1.f));
+    p = at::vec::fmadd(p, r, V(1.f));
+#if defined(CPU_CAPABILITY_AVX512)
+    return V(_mm512_scalef_ps(p, n));
+#else
+    const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return p * V(_mm256_castsi256_ps(exponent));
+#endif
+  }
+
+  // |x| < 0.625: x + x^3 P(x^2), P a least-squares fit (0.8 ulp); beyond: sign(x) (1 - 2 / (e^{2|x|} + 1)),
+  // whose result is >= 0.55 so the subtraction loses nothing.
+  static V tanh(const V& x) {
+    const V a = x.abs();
+    const V x2 = x * x;
+    V p(-0.006154258269816637f);
+    p = at::vec::fmadd(p, x2, V(0.021044891327619553f));
+    p = at::vec::fmadd(p, x2, V(-0.05386369675397873f));
+    p = at::vec::fmadd(p, x2, V(0.1333288848400116f));
+    p = at::vec::fmadd(p, x2, V(-0.3333333134651184f));
+    const V small = at::vec::fmadd(x * x2, p, x);
+    const V large = (V(1.f) - V(2.f) / (exp(a + a) + V(1.f))).copysign(x);
+    return V::blendv(large, small, a < V(0.625f));
+  }
+};
+
+}  // namespace rnnfused
+#endif  // AVX2 / AVX-512: other capabilities keep the members (SLEEF or std)
