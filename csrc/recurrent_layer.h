@@ -3,9 +3,9 @@
 // the gradients that follow it. A device `Policy` supplies the GEMM and runs the time loops:
 //
 //   struct Policy {
-//     // C (M, N) (+)= A (M, K) @ B (K, N): the input projection, input and weight gradients.
-//     // C has unit column stride; A and B may be any (transposed) views.
-//     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate);
+//     // C (M, N) = A (M, K) @ B (K, N) (+ bias (N) on every row): the input projection, input
+//     // and weight gradients. C has unit column stride; A and B may be any (transposed) views.
+//     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias);
 //     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
 //     template <class S, class A> static void lstm_backward_loop(const LstmBackwardLoop<S, A>&);
 //     template <Activation act, class S, class A> static void rnn_forward_loop(const RnnForwardLoop<S>&);
@@ -198,11 +198,12 @@ void dispatch_activation(Activation act, F&& f) {
 // GEMMs through ATen (cuBLAS on the GPU, the CPU BLAS on the host).
 
 struct AtenGemm {
-  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
-    if (accumulate) {
-      const_cast<Tensor&>(C).addmm_(A, B);
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
+    Tensor out = C;
+    if (bias.has_value()) {
+      at::addmm_out(out, *bias, A, B);
     } else {
-      at::mm_out(const_cast<Tensor&>(C), A, B);
+      at::mm_out(out, A, B);
     }
   }
 
@@ -213,8 +214,12 @@ struct AtenGemm {
   static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc,
                         int64_t rows, bool accumulate) {
     const Tensor A = at::from_blob(const_cast<scalar_t*>(a), {rows, b.size(0)}, {lda, 1}, b.options());
-    const Tensor C = at::from_blob(c, {rows, b.size(1)}, {ldc, 1}, b.options());
-    gemm(C, A, b, accumulate);
+    Tensor C = at::from_blob(c, {rows, b.size(1)}, {ldc, 1}, b.options());
+    if (accumulate) {
+      C.addmm_(A, b);
+    } else {
+      at::mm_out(C, A, b);
+    }
   }
 };
 
@@ -222,13 +227,9 @@ struct AtenGemm {
 template <typename Policy>
 void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih,
                    const OptTensor& b_hh) {
-  const bool has_bias = b_ih.has_value() || b_hh.has_value();
-  if (has_bias) {
-    Tensor bias = b_ih.has_value() ? *b_ih : *b_hh;
-    if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
-    out.copy_(bias.unsqueeze(0).expand_as(out));
-  }
-  Policy::gemm(out, x, w_ih.t(), /*accumulate=*/has_bias);
+  OptTensor bias = b_ih.has_value() ? b_ih : b_hh;
+  if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
+  Policy::gemm(out, x, w_ih.t(), bias.has_value() ? OptTensor(bias->contiguous()) : std::nullopt);
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -246,14 +247,23 @@ inline Tensor previous_states(const Tensor& output, const Tensor& h0, const Step
   return prev;
 }
 
+// dW (G*H, K) = grad_pre (N, G*H)^T @ inputs (N, K), computed as its transpose inputs^T @ grad_pre:
+// the GEMM then reads grad_pre by rows, as it was written.
+template <typename Policy>
+Tensor weight_grad(const Tensor& grad_pre, const Tensor& inputs) {
+  Tensor grad_t = at::empty({inputs.size(1), grad_pre.size(1)}, grad_pre.options());
+  Policy::gemm(grad_t, inputs.t(), grad_pre, std::nullopt);
+  return grad_t.t().contiguous();
+}
+
 // Gradients of the layer's inputs and weights from dL/d(pre-activations) of every row:
 // returns (grad_input (N, I), grad_w_ih, grad_w_hh, grad_bias).
 template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
     const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
   Tensor grad_x = at::empty({x.size(0), x.size(1)}, x.options());
-  Policy::gemm(grad_x, grad_pre, w_ih, /*accumulate=*/false);
-  return {grad_x, at::mm(grad_pre.t(), x), at::mm(grad_pre.t(), prev_states), grad_pre.sum(0)};
+  Policy::gemm(grad_x, grad_pre, w_ih, std::nullopt);
+  return {grad_x, weight_grad<Policy>(grad_pre, x), weight_grad<Policy>(grad_pre, prev_states), grad_pre.sum(0)};
 }
 
 inline Tensor as_rows(const Tensor& t, int64_t rows) {
@@ -576,7 +586,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
       input_and_weight_grads<Policy>(grad_gates, x, w_ih, previous_states(output, h0, sched));
-  const Tensor grad_w_hr = has_proj ? at::mm(grad_r.t(), ws.narrow(1, 5 * H, H))
+  const Tensor grad_w_hr = has_proj ? weight_grad<Policy>(grad_r, ws.narrow(1, 5 * H, H))
                                     : at::empty({0}, input.options());
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h_state,
           grad_c_state.to(input.scalar_type())};

@@ -33,11 +33,12 @@ namespace rnnfused {
   /* Columns per packed weight panel (panels.h). */                                           \
   template <typename T>                                                                        \
   int64_t panel_width();                                                                       \
-  /* C (rows, valid_cols) (+)= A (rows, K) @ panel (K, panel_width), A element (r, k) at       \
-     a[r * a_rs + k * a_cs], valid_cols <= panel_width (the rest of the panel is padding). */ \
+  /* C (rows, valid_cols) = init + A (rows, K) @ panel (K, panel_width), A element (r, k) at  \
+     a[r * a_rs + k * a_cs], valid_cols <= panel_width (the rest of the panel is padding);     \
+     init: C (accumulate), else the row bias[0, valid_cols) when given, else 0. */            \
   template <typename T>                                                                        \
   void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,     \
-                  int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate);             \
+                  int64_t ldc, int64_t rows, int64_t valid_cols, const T* bias, bool accumulate); \
   }
 
 RNNF_DECLARE_VECTORIZED_POINTWISE(avx2)

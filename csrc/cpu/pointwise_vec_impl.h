@@ -130,11 +130,12 @@ void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// The panel GEMM micro-kernel. C (rows, valid_cols) (+)= A (rows, K) @ panel (K, width), where
+// The panel GEMM micro-kernel. C (rows, valid_cols) = init + A (rows, K) @ panel (K, width), where
 // panel is one contiguous (K, panel_width<T>()) block of a packed weight (panels.h) and A is
 // read through (row, column) strides, so a transposed view needs no copy. A tile of kTileRows
 // rows keeps kTileRows x kPanelVecs accumulators in registers for the whole K loop: per k, one
 // broadcast of A per row and kPanelVecs loads of the panel feed kTileRows * kPanelVecs FMAs.
+// init is C itself (accumulate), a row broadcast to every row (bias: panel's columns), or zero.
 
 constexpr int64_t kPanelVecs = 4;
 // 32 vector registers (AVX-512) hold 6 x 4 accumulators + 4 panel vectors + 1 broadcast; 16
@@ -148,11 +149,14 @@ int64_t panel_width() {
 
 template <typename T, int64_t R>
 void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
-                int64_t ldc, bool accumulate) {
+                int64_t ldc, const T* bias, bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[R][kPanelVecs];
   for (int64_t r = 0; r < R; ++r) {
-    for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W) : Vec<T>(T(0));
+    for (int64_t v = 0; v < kPanelVecs; ++v) {
+      acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W)
+                             : (bias != nullptr ? Vec<T>::loadu(bias + v * W) : Vec<T>(T(0)));
+    }
   }
   for (int64_t k = 0; k < K; ++k) {
     Vec<T> b[kPanelVecs];
@@ -167,39 +171,54 @@ void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
   }
 }
 
-// Rows in tiles of kTileRows, the remainder by a tile of its own height.
+// Panel rows per K block: a (256, 64) float block is 64 KB, kept in L1 / L2 while every row
+// tile passes over it.
+constexpr int64_t kBlockK = 256;
+
+// Rows in tiles of kTileRows, the remainder by a tile of its own height; K in blocks of kBlockK,
+// each after the first accumulating into C.
 template <typename T>
 void panel_rows(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
-                int64_t ldc, int64_t rows, bool accumulate) {
-  int64_t r = 0;
-  for (; r + kTileRows <= rows; r += kTileRows) {
-    panel_tile<T, kTileRows>(a + r * a_rs, a_rs, a_cs, panel, K, c + r * ldc, ldc, accumulate);
-  }
-  const T* a_rest = a + r * a_rs;
-  T* c_rest = c + r * ldc;
-  switch (rows - r) {
-    case 0: break;
-    case 1: panel_tile<T, 1>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
-    case 2: panel_tile<T, 2>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
-    case 3: panel_tile<T, 3>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
-    case 4: panel_tile<T, 4>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
-    default: panel_tile<T, 5>(a_rest, a_rs, a_cs, panel, K, c_rest, ldc, accumulate); break;
+                int64_t ldc, int64_t rows, const T* bias, bool accumulate) {
+  const int64_t width = panel_width<T>();
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
+    const int64_t kc = std::min(kBlockK, K - k0);
+    const T* a_k = a + k0 * a_cs;
+    const T* panel_k = panel + k0 * width;
+    const bool acc = accumulate || k0 > 0;
+    int64_t r = 0;
+    for (; r + kTileRows <= rows; r += kTileRows) {
+      panel_tile<T, kTileRows>(a_k + r * a_rs, a_rs, a_cs, panel_k, kc, c + r * ldc, ldc, bias, acc);
+    }
+    const T* a_rest = a_k + r * a_rs;
+    T* c_rest = c + r * ldc;
+    switch (rows - r) {
+      case 0: break;
+      case 1: panel_tile<T, 1>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+      case 2: panel_tile<T, 2>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+      case 3: panel_tile<T, 3>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+      case 4: panel_tile<T, 4>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+      default: panel_tile<T, 5>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+    }
   }
 }
 
 template <typename T>
 void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c, int64_t ldc,
-                int64_t rows, int64_t valid_cols, bool accumulate) {
+                int64_t rows, int64_t valid_cols, const T* bias, bool accumulate) {
   const int64_t width = panel_width<T>();
-  if (valid_cols == width) return panel_rows(a, a_rs, a_cs, panel, K, c, ldc, rows, accumulate);
+  if (valid_cols == width) return panel_rows(a, a_rs, a_cs, panel, K, c, ldc, rows, bias, accumulate);
   // The last panel of a group is zero-padded: run it on a full-width copy of C's rows.
   T tile[kTileRows * kPanelVecs * Vec<T>::size()];
   for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
     const int64_t n = std::min(kTileRows, rows - r0);
     for (int64_t r = 0; r < n; ++r) {
-      for (int64_t j = 0; j < width; ++j) tile[r * width + j] = accumulate && j < valid_cols ? c[(r0 + r) * ldc + j] : T(0);
+      for (int64_t j = 0; j < width; ++j) {
+        const T init = accumulate ? c[(r0 + r) * ldc + j] : (bias != nullptr ? bias[j] : T(0));
+        tile[r * width + j] = j < valid_cols ? init : T(0);
+      }
     }
-    panel_rows(a + r0 * a_rs, a_rs, a_cs, panel, K, tile, width, n, /*accumulate=*/true);
+    panel_rows(a + r0 * a_rs, a_rs, a_cs, panel, K, tile, width, n, static_cast<const T*>(nullptr), /*accumulate=*/true);
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t j = 0; j < valid_cols; ++j) c[(r0 + r) * ldc + j] = tile[r * width + j];
     }
@@ -222,8 +241,8 @@ RNNF_INSTANTIATE(at::Half, float)
 
 template int64_t panel_width<float>();
 template int64_t panel_width<double>();
-template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, bool);
-template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, bool);
+template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, const float*, bool);
+template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, const double*, bool);
 
 }  // namespace RNNF_VEC_NAMESPACE
 }  // namespace rnnfused

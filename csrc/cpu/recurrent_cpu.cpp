@@ -304,9 +304,9 @@ void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx
 constexpr int64_t kGemmRowBlock = 192;
 
 struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
-  // C (M, N) (+)= A (M, K) @ B (K, N): float / float64 on packed panels, in parallel over
+  // C (M, N) = A (M, K) @ B (K, N) (+ bias): float / float64 on packed panels, in parallel over
   // (row block, panel) tiles; anything else through ATen.
-  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, bool accumulate) {
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
       if constexpr (kPanelType<scalar_t>) {
@@ -316,19 +316,21 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
           const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
           const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
           const scalar_t* a = A.const_data_ptr<scalar_t>();
+          const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
           scalar_t* c = C.mutable_data_ptr<scalar_t>();
           // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
           at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
             for (int64_t tile = begin; tile < end; ++tile) {
               const int64_t col = tile / row_blocks * w.panel_width, r0 = tile % row_blocks * kGemmRowBlock;
               w.gemm_columns(kernel, a + r0 * A.stride(0), A.stride(0), A.stride(1), c + r0 * C.stride(0),
-                             C.stride(0), std::min(kGemmRowBlock, M - r0), col, col + w.panel_width, accumulate);
+                             C.stride(0), std::min(kGemmRowBlock, M - r0), col, col + w.panel_width,
+                             /*accumulate=*/false, bias_row);
             }
           });
         });
       }
     });
-    if (!done) AtenGemm::gemm(C, A, B, accumulate);
+    if (!done) AtenGemm::gemm(C, A, B, bias);
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
