@@ -179,7 +179,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gated_candidate_lstm_layer_backward_i
   });
 
   // grad_w_hh[s] = sum over rows of dL/d(recurrent row of s)^T h^(s)_{t-1}: one batched GEMM.
-  const Tensor prev_states = previous_states(output, h0.view({B, M * H}), sched);  // (N, M*H)
+  const Tensor prev_states = previous_states<AtenGemm>(output, h0.view({B, M * H}), sched);  // (N, M*H)
   const Tensor grad_w_hh = at::bmm(grad_rec.transpose(1, 2), prev_states.view({N, M, H}).transpose(0, 1));
   return {grad_x.view(x_proj.sizes()), grad_w_hh, grad_h_state, grad_c_state.to(x_proj.scalar_type())};
 }

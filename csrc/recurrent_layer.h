@@ -6,6 +6,8 @@
 //     // C (M, N) = A (M, K) @ B (K, N) (+ bias (N) on every row): the input projection, input
 //     // and weight gradients. C has unit column stride; A and B may be any (transposed) views.
 //     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias);
+//     // An uninitialized buffer that never leaves the op call (the CPU reuses them across calls).
+//     static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options);
 //     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
 //     template <class S, class A> static void lstm_backward_loop(const LstmBackwardLoop<S, A>&);
 //     template <Activation act, class S, class A> static void rnn_forward_loop(const RnnForwardLoop<S>&);
@@ -198,6 +200,8 @@ void dispatch_activation(Activation act, F&& f) {
 // GEMMs through ATen (cuBLAS on the GPU, the CPU BLAS on the host).
 
 struct AtenGemm {
+  static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options) { return at::empty(sizes, options); }
+
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     Tensor out = C;
     if (bias.has_value()) {
@@ -234,8 +238,9 @@ void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
 // of the previous step for carried rows, h0 for rows that start at t.
-inline Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedule& s) {
-  Tensor prev = at::empty_like(output);
+template <typename Policy>
+Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedule& s) {
+  Tensor prev = Policy::scratch(output.sizes(), output.options());
   for (int64_t t = 0; t < s.steps(); ++t) {
     const int64_t rows = s.batch_sizes[t], carried = s.carried_rows(t);
     Tensor dst = prev.narrow(0, s.offsets[t], rows);
@@ -251,7 +256,7 @@ inline Tensor previous_states(const Tensor& output, const Tensor& h0, const Step
 // the GEMM then reads grad_pre by rows, as it was written.
 template <typename Policy>
 Tensor weight_grad(const Tensor& grad_pre, const Tensor& inputs) {
-  Tensor grad_t = at::empty({inputs.size(1), grad_pre.size(1)}, grad_pre.options());
+  const Tensor grad_t = Policy::scratch({inputs.size(1), grad_pre.size(1)}, grad_pre.options());
   Policy::gemm(grad_t, inputs.t(), grad_pre, std::nullopt);
   return grad_t.t().contiguous();
 }
@@ -497,7 +502,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
 
   // Without training only the gates are kept.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
-  Tensor ws = at::empty({N, ws_cols}, input.options());
+  Tensor ws = training ? at::empty({N, ws_cols}, input.options()) : Policy::scratch({N, ws_cols}, input.options());
   project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih, b_ih, b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
@@ -560,10 +565,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const Tensor h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const auto acc_dtype = at::toOpMathType(input.scalar_type());
 
-  Tensor grad_gates = at::empty({N, 4 * H}, input.options());
+  Tensor grad_gates = Policy::scratch({N, 4 * H}, input.options());
   Tensor grad_h_state = grad_h_n.contiguous().clone();
   Tensor grad_c_state = grad_c_n.to(acc_dtype).contiguous().clone();
-  Tensor grad_r = has_proj ? at::empty({N, P}, input.options()) : Tensor();
+  Tensor grad_r = has_proj ? Policy::scratch({N, P}, input.options()) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -585,7 +590,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads<Policy>(grad_gates, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Policy>(grad_gates, x, w_ih, previous_states<Policy>(output, h0, sched));
   const Tensor grad_w_hr = has_proj ? weight_grad<Policy>(grad_r, ws.narrow(1, 5 * H, H))
                                     : at::empty({0}, input.options());
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_w_hr, grad_h_state,
@@ -609,7 +614,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
 
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
-  Tensor pre = at::empty({N, H}, input.options());
+  Tensor pre = Policy::scratch({N, H}, input.options());
   project_input<Policy>(pre, x, w_ih, b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
@@ -649,7 +654,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
   const Tensor grad_output = grad_output_.defined() ? as_rows(grad_output_, N) : Tensor();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const Tensor h0 = h0_.contiguous();
-  Tensor grad_pre = at::empty({N, H}, input.options());
+  Tensor grad_pre = Policy::scratch({N, H}, input.options());
   Tensor grad_h_state = grad_h_n.contiguous().clone();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer_backward", [&] {
@@ -668,7 +673,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
   });
 
   auto [grad_x, grad_w_ih, grad_w_hh, grad_bias] =
-      input_and_weight_grads<Policy>(grad_pre, x, w_ih, previous_states(output, h0, sched));
+      input_and_weight_grads<Policy>(grad_pre, x, w_ih, previous_states<Policy>(output, h0, sched));
   return {grad_x.view(input.sizes()), grad_w_ih, grad_w_hh, grad_bias, grad_h_state};
 }
 

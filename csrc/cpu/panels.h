@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "scratch.h"
 #include "thread_team.h"
 
 namespace rnnfused {
@@ -27,7 +28,7 @@ using PanelGemmFn = void (*)(const T* a, int64_t a_rs, int64_t a_cs, const T* pa
 
 template <typename T>
 struct PackedWeight {
-  at::Tensor storage;  // (groups, panels_per_group, K, panel_width)
+  at::Tensor storage;  // (groups, panels_per_group, K, panel_width), from the scratch pool
   int64_t K = 0;
   int64_t groups = 0;
   int64_t group_width = 0;
@@ -41,7 +42,8 @@ struct PackedWeight {
     const int64_t padded = panels_per_group * panel_width;
     at::Tensor w = w_kn.reshape({K, groups, group_width});
     if (padded != group_width) w = at::constant_pad_nd(w, {0, padded - group_width});
-    storage = w.view({K, groups, panels_per_group, panel_width}).permute({1, 2, 0, 3}).contiguous();
+    storage = scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
+    storage.copy_(w.view({K, groups, panels_per_group, panel_width}).permute({1, 2, 0, 3}));
   }
   PackedWeight() = default;
 

@@ -8,9 +8,10 @@
 // computes the recurrent GEMM for all gates of its units and then their pointwise pass while
 // they are still in cache, and the team meets once per step (twice with proj_size).
 //
-// The 16-bit types (and any CPU without AVX2) run the driver's StepByStep loops: ATen GEMMs,
-// and the vectorized pointwise rows (16-bit types computed in float) or gate_math.h's element
-// bodies over every (row, unit).
+// The 16-bit types, CPUs without AVX2 and sequences too short to pay for packing (a cell step:
+// under kPackMinRows rows in all) run the driver's StepByStep loops: ATen GEMMs on the weights
+// as they lie, and the vectorized pointwise rows (16-bit types computed in float) or
+// gate_math.h's element bodies over every (row, unit).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -22,6 +23,7 @@
 #include "elementwise.h"
 #include "panels.h"
 #include "pointwise_vec.h"
+#include "scratch.h"
 #include "thread_team.h"
 
 namespace rnnfused {
@@ -81,6 +83,10 @@ bool with_vector_isa(F&& f) {
 
 template <typename T>
 constexpr bool kPanelType = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+// Packing a weight costs about as much as multiplying it with this many rows: GEMMs with fewer
+// rows in all (a cell step) read the weight as it lies, through ATen's BLAS.
+constexpr int64_t kPackMinRows = 64;
 
 // A team member is worth its fork and barriers above this many multiply-adds per step.
 constexpr int64_t kMacsPerThread = int64_t(1) << 15;
@@ -304,12 +310,17 @@ void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx
 constexpr int64_t kGemmRowBlock = 192;
 
 struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
+  static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return scratch_empty(sizes, options.dtype().toScalarType());
+  }
+
   // C (M, N) = A (M, K) @ B (K, N) (+ bias): float / float64 on packed panels, in parallel over
   // (row block, panel) tiles; anything else through ATen.
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
       if constexpr (kPanelType<scalar_t>) {
+        if (C.size(0) < kPackMinRows) return;
         done = with_vector_isa([&](auto isa) {
           using IsaT = decltype(isa);
           const PackedWeight<scalar_t> w(B, 1, IsaT::template panel_width<scalar_t>());
@@ -336,28 +347,28 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
     if constexpr (kPanelType<scalar_t>) {
-      if (with_vector_isa([&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) return;
+      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) return;
     }
     StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
   }
   template <typename scalar_t, typename acc_t>
   static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
     if constexpr (kPanelType<scalar_t>) {
-      if (with_vector_isa([&](auto isa) { fused_lstm_backward<decltype(isa)>(L); })) return;
+      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_lstm_backward<decltype(isa)>(L); })) return;
     }
     StepByStep<CpuPolicy>::lstm_backward_loop(L);
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_forward_loop(const RnnForwardLoop<scalar_t>& L) {
     if constexpr (kPanelType<scalar_t>) {
-      if (with_vector_isa([&](auto isa) { fused_rnn_forward<decltype(isa), act>(L); })) return;
+      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_rnn_forward<decltype(isa), act>(L); })) return;
     }
     StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_backward_loop(const RnnBackwardLoop<scalar_t>& L) {
     if constexpr (kPanelType<scalar_t>) {
-      if (with_vector_isa([&](auto isa) { fused_rnn_backward<decltype(isa), act>(L); })) return;
+      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_rnn_backward<decltype(isa), act>(L); })) return;
     }
     StepByStep<CpuPolicy>::rnn_backward_loop<act, scalar_t, acc_t>(L);
   }
