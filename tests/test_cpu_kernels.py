@@ -1,9 +1,11 @@
-"""Every CPU pointwise kernel (scalar element bodies, AVX2, AVX-512) gives torch.nn's numbers.
+"""Every CPU kernel (scalar element bodies, AVX2, AVX-512) gives torch.nn's numbers.
 
 The kernel follows ATen's CPU capability, chosen once per process (ATEN_CPU_CAPABILITY lowers
 it), so each runs in a subprocess.
 Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
-float32 and float64 against torch.nn, float16 and bfloat16 against float64."""
+sequences of 18 rows (the per-step path of short calls) and 72 (the fused, panel-packed loops);
+float32 and float64 against torch.nn, float16 and bfloat16 against float64. The vector tanh and
+sigmoid are checked against float64 over the whole float range, with inf and NaN."""
 import os
 import subprocess
 import sys
@@ -17,14 +19,14 @@ CHECK = textwrap.dedent("""
     from torch import nn
     torch.manual_seed(0)
     for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
-        for H in (5, 37):
+        for H, T in [(5, 6), (37, 6), (37, 24)]:
             for fused_cls, torch_cls, kw in [(rnnfused.LSTM, nn.LSTM, dict(bidirectional=True)),
                                              (rnnfused.RNN, nn.RNN, dict(nonlinearity="tanh")),
                                              (rnnfused.RNN, nn.RNN, dict(nonlinearity="relu"))]:
                 ref = torch_cls(4, H, **kw).to(dtype)
                 fused = fused_cls(4, H, **kw).to(dtype)
                 fused.load_state_dict(ref.state_dict())
-                x = torch.randn(6, 3, 4, dtype=dtype)
+                x = torch.randn(T, 3, 4, dtype=dtype)
                 results = []
                 for module in (ref, fused):
                     xi = x.clone().requires_grad_()
@@ -40,8 +42,36 @@ CHECK = textwrap.dedent("""
         ref = nn.LSTM(4, 37, bidirectional=True).double()
         fused = rnnfused.LSTM(4, 37, bidirectional=True).to(dtype)
         fused.load_state_dict(ref.state_dict())
-        x = torch.randn(6, 3, 4, dtype=torch.float64)
+        x = torch.randn(24, 3, 4, dtype=torch.float64)
         torch.testing.assert_close(fused(x.to(dtype))[0].double(), ref(x)[0], atol=3e-2, rtol=3e-2)
+
+    # Activations, float32: a one-step layer whose pre-activations are exactly its bias.
+    x = torch.cat([torch.linspace(-20, 20, 100001), torch.logspace(-30, 1.5, 3000),
+                   -torch.logspace(-30, 1.5, 3000)])
+    special = torch.tensor([0.0, float("inf"), -float("inf"), float("nan"), 88.0, 100.0, -100.0])
+    x = torch.cat([x, special])
+    eps = torch.finfo(torch.float32).eps
+    zero = lambda *shape: torch.zeros(*shape)
+    outs = []
+    for chunk in x.split(4096):
+        h = chunk.numel()
+        outs.append(torch.ops.rnnfused.rnn_layer_forward(zero(1, 1, 1), zero(h, 1), zero(h, h), chunk, None,
+                                                         zero(1, h), None, False, "tanh")[0].reshape(-1))
+    got, want = torch.cat(outs).double(), torch.tanh(x.double())
+    finite = torch.isfinite(x) & (want != 0)
+    assert ((got - want).abs() / want.abs())[finite].max() <= 2 * eps
+    assert got[-7:].tolist()[:3] == [0.0, 1.0, -1.0] and got[-4].isnan() and got[-3:].tolist() == [1.0, 1.0, -1.0]
+    # sigmoid: c_1 = sigmoid(i) * tanh(g) with g = 30 (tanh = 1 in float32), c_0 = 0.
+    outs = []
+    for chunk in x.split(4096):
+        h = chunk.numel()
+        bias = torch.cat([chunk, zero(h), torch.full((h,), 30.0), zero(h)])
+        outs.append(torch.ops.rnnfused.lstm_layer_forward(zero(1, 1, 1), zero(4 * h, 1), zero(4 * h, h), bias, None,
+                                                          None, zero(1, h), zero(1, h), None, False, False)[2].reshape(-1))
+    got, want = torch.cat(outs).double(), torch.sigmoid(x.double())
+    normal = torch.isfinite(x) & (want > torch.finfo(torch.float32).tiny)
+    assert ((got - want).abs() / want)[normal].max() <= 2 * eps
+    assert got[-7:-4].tolist() == [0.5, 1.0, 0.0] and got[-4].isnan()
     print("ok")
 """)
 

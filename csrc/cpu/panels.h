@@ -1,8 +1,9 @@
-// A weight laid out for the panel GEMM micro-kernel (pointwise_vec_impl.h), packed once per op
-// call. The (K, N) operand of C = A @ W is cut into `groups` column groups of group_width
-// columns each (the 4 gates of an LSTM, or 1), and every group into panels of panel_width
-// columns; each panel is stored as its own contiguous (K, panel_width) block, the last panel of
-// a group zero-padded. A panel of 64 float columns and K = 256 is 64 KB: it stays in L1/L2
+// A weight laid out for the panel GEMM micro-kernels (pointwise_vec_impl.h, panel_gemm_bf16.cpp),
+// packed once per op call. The (K, N) operand of C = A @ W is cut into `groups` column groups of
+// group_width columns each (the 4 gates of an LSTM, or 1), and every group into panels of
+// panel_width columns; each panel is stored as its own contiguous (K, panel_width) block, the
+// last panel of a group zero-padded. In pair layout (bfloat16 dot products) a panel is
+// (K/2, panel_width, 2) instead: rows k and k+1 interleaved, K padded to even with zeros. A panel of 64 float columns and K = 256 is 64 KB: it stays in L1/L2
 // across all the rows of a step, and, for the recurrent weights, across steps.
 //
 // Hidden units (or output columns) are shared among threads in whole panels, the same split
@@ -34,21 +35,30 @@ struct PackedWeight {
   int64_t group_width = 0;
   int64_t panel_width = 0;
   int64_t panels_per_group = 0;
+  int64_t padded_K = 0;  // K, or K rounded up to even in pair layout
 
   // w_kn: any (K, groups * group_width) view (typically a transposed weight).
-  PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_)
+  PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_, bool pairs = false)
       : K(w_kn.size(0)), groups(groups_), group_width(w_kn.size(1) / groups_), panel_width(panel_width_) {
     panels_per_group = (group_width + panel_width - 1) / panel_width;
+    padded_K = pairs ? (K + 1) / 2 * 2 : K;
     const int64_t padded = panels_per_group * panel_width;
     at::Tensor w = w_kn.reshape({K, groups, group_width});
     if (padded != group_width) w = at::constant_pad_nd(w, {0, padded - group_width});
-    storage = scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
-    storage.copy_(w.view({K, groups, panels_per_group, panel_width}).permute({1, 2, 0, 3}));
+    if (padded_K != K) w = at::constant_pad_nd(w, {0, 0, 0, 0, 0, padded_K - K});
+    w = w.view({padded_K, groups, panels_per_group, panel_width});
+    if (pairs) {
+      storage = scratch_empty({groups, panels_per_group, padded_K / 2, panel_width, 2}, w_kn.scalar_type());
+      storage.copy_(w.view({padded_K / 2, 2, groups, panels_per_group, panel_width}).permute({2, 3, 0, 4, 1}));
+    } else {
+      storage = scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
+      storage.copy_(w.permute({1, 2, 0, 3}));
+    }
   }
   PackedWeight() = default;
 
   const T* panel(int64_t group, int64_t index) const {
-    return storage.const_data_ptr<T>() + (group * panels_per_group + index) * K * panel_width;
+    return storage.const_data_ptr<T>() + (group * panels_per_group + index) * padded_K * panel_width;
   }
 
   // Thread `id` of `team`'s columns [begin, end) within each group: whole panels.

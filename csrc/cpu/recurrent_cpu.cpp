@@ -21,6 +21,7 @@
 
 #include "../recurrent_layer.h"
 #include "elementwise.h"
+#include "panel_gemm_bf16.h"
 #include "panels.h"
 #include "pointwise_vec.h"
 #include "scratch.h"
@@ -48,10 +49,22 @@ template <CpuKernel kIsa>
 struct Isa {
 #define RNNF_ISA_FORWARD(...) \
   if constexpr (kIsa == CpuKernel::Avx512) return avx512::__VA_ARGS__; else return avx2::__VA_ARGS__;
+  // bfloat16 GEMMs take the AVX512-BF16 kernel (only used where panel_kernels_for says so).
   template <typename T>
-  static int64_t panel_width() { RNNF_ISA_FORWARD(template panel_width<T>()) }
+  static int64_t panel_width() {
+    if constexpr (std::is_same_v<T, at::BFloat16>) return kBf16PanelWidth;
+    else { RNNF_ISA_FORWARD(template panel_width<T>()) }
+  }
   template <typename T>
-  static PanelGemmFn<T> panel_gemm() { RNNF_ISA_FORWARD(template panel_gemm<T>) }
+  static PanelGemmFn<T> panel_gemm() {
+    if constexpr (std::is_same_v<T, at::BFloat16>) return &avx512_bf16::panel_gemm;
+    else { RNNF_ISA_FORWARD(template panel_gemm<T>) }
+  }
+  // W viewed as (K, groups * width) packed for panel_gemm<T>.
+  template <typename T>
+  static PackedWeight<T> pack(const at::Tensor& w_kn, int64_t groups) {
+    return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/std::is_same_v<T, at::BFloat16>);
+  }
   template <bool kTraining, typename S, typename A>
   static void lstm_forward(const LstmForwardStep<S, A>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
     RNNF_ISA_FORWARD(template lstm_forward_rows<kTraining, S, A>(p, r0, r1, u0, u1))
@@ -81,12 +94,26 @@ bool with_vector_isa(F&& f) {
   }
 }
 
-template <typename T>
-constexpr bool kPanelType = std::is_same_v<T, float> || std::is_same_v<T, double>;
-
 // Packing a weight costs about as much as multiplying it with this many rows: GEMMs with fewer
 // rows in all (a cell step) read the weight as it lies, through ATen's BLAS.
 constexpr int64_t kPackMinRows = 64;
+
+// Runs f(Isa<...>{}) when the panel kernels serve dtype S on this CPU (float / double: AVX2 or
+// AVX-512; bfloat16: AVX-512 with AVX512-BF16) and `rows` pay for packing; false otherwise.
+template <typename S, typename F>
+bool with_panel_kernels(int64_t rows, F&& f) {
+  if (rows < kPackMinRows) return false;
+  if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>) {
+    return with_vector_isa(f);
+  } else if constexpr (std::is_same_v<S, at::BFloat16>) {
+    static const bool bf16_dot = avx512_bf16::supported();
+    if (cpu_kernel() != CpuKernel::Avx512 || !bf16_dot) return false;
+    f(Isa<CpuKernel::Avx512>{});
+    return true;
+  } else {
+    return false;
+  }
+}
 
 // A team member is worth its fork and barriers above this many multiply-adds per step.
 constexpr int64_t kMacsPerThread = int64_t(1) << 15;
@@ -116,15 +143,15 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 // ---------------------------------------------------------------------------------------------
 // The fused time loops (float, double; see the top of the file).
 
-template <typename IsaT, bool kTraining, typename T>
-void fused_lstm_forward(const LstmForwardLoop<T, T>& L) {
+template <typename IsaT, bool kTraining, typename T, typename A>
+void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
   const int64_t width = IsaT::template panel_width<T>();
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
-  const PackedWeight<T> w_hh(L.w_hh_kn, 4, width);                               // (P, 4 x H)
-  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(L.w_hr_kn, 1, width) : PackedWeight<T>();  // (H, P)
+  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh_kn, 4);                       // (P, 4 x H)
+  const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr_kn, 1) : PackedWeight<T>();  // (H, P)
   const auto options = L.w_hh_kn.options();
   // Without projection every thread reads all of h_{t-1} while writing its units of h_t: two
   // buffers, h_{t-1} in one, h_t in the other (both start as h0: rows that join late read h0).
@@ -142,7 +169,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, T>& L) {
       const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
       w_hh.gemm_columns(gemm, h_prev, P, 1, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
 
-      LstmForwardStep<T, T> p;
+      LstmForwardStep<T, A> p;
       p.gates = ws_rows;
       p.gates_ld = ws_cols;
       p.c_state = L.c_state;
@@ -171,15 +198,15 @@ void fused_lstm_forward(const LstmForwardLoop<T, T>& L) {
   if (!proj) gather_final_states(s, L.output, P, L.h_state);
 }
 
-template <typename IsaT, typename T>
-void fused_lstm_backward(const LstmBackwardLoop<T, T>& L) {
+template <typename IsaT, typename T, typename A>
+void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
   const int64_t width = IsaT::template panel_width<T>();
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
-  const PackedWeight<T> w_hh(L.w_hh, 1, width);                                      // (4H, P)
-  const PackedWeight<T> w_hr = proj ? PackedWeight<T>(L.w_hr, 1, width) : PackedWeight<T>();  // (P, H)
+  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);                       // (4H, P)
+  const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr, 1) : PackedWeight<T>();  // (P, H)
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
 
   // Thread shares: q = columns of dL/dh_{t-1} (P), u = hidden units of the pointwise pass (H).
@@ -192,7 +219,7 @@ void fused_lstm_backward(const LstmBackwardLoop<T, T>& L) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       const int64_t prev = s.previous_time(t);
 
-      LstmBackwardStep<T, T> p;
+      LstmBackwardStep<T, A> p;
       p.gates = L.ws + off * ws_cols;
       p.gates_ld = ws_cols;
       p.c_saved = L.ws + off * ws_cols + 4 * H;
@@ -210,7 +237,8 @@ void fused_lstm_backward(const LstmBackwardLoop<T, T>& L) {
         T* grad_r = L.grad_r + off * P;
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t c = q0; c < q1; ++c) {
-            grad_r[r * P + c] = L.grad_h_state[r * P + c] + (L.grad_output ? L.grad_output[(off + r) * P + c] : T(0));
+            const A carried = static_cast<A>(L.grad_h_state[r * P + c]);
+            grad_r[r * P + c] = static_cast<T>(L.grad_output ? carried + static_cast<A>(L.grad_output[(off + r) * P + c]) : carried);
           }
         }
         team_barrier();  // dL/dr_t complete
@@ -231,11 +259,11 @@ void fused_lstm_backward(const LstmBackwardLoop<T, T>& L) {
   });
 }
 
-template <typename IsaT, Activation act, typename T>
+template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_forward(const RnnForwardLoop<T>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  const PackedWeight<T> w_hh(L.w_hh_kn, 1, IsaT::template panel_width<T>());
+  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh_kn, 1);
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
   // h_{t-1} and h_t in two buffers, as in fused_lstm_forward.
   const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
@@ -253,18 +281,18 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L) {
       p.h_out_ld = H;
       p.h_state = h_buffers[(k + 1) % 2];
       p.hidden_size = H;
-      IsaT::template rnn_forward<act, T, T>(p, 0, rows, u0, u1);
+      IsaT::template rnn_forward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
     }
   });
   gather_final_states(s, L.output, H, L.h_state);
 }
 
-template <typename IsaT, Activation act, typename T>
+template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  const PackedWeight<T> w_hh(L.w_hh, 1, IsaT::template panel_width<T>());
+  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
 
   // As in fused_lstm_backward without projection: a thread reads only its own columns of dL/dh.
@@ -281,7 +309,7 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
       p.grad_pre = L.grad_pre + off * H;
       p.grad_pre_ld = H;
       p.hidden_size = H;
-      IsaT::template rnn_backward<act, T, T>(p, 0, rows, u0, u1);
+      IsaT::template rnn_backward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
       w_hh.gemm_columns(gemm, p.grad_pre, H, 1, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
     }
@@ -314,66 +342,64 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     return scratch_empty(sizes, options.dtype().toScalarType());
   }
 
-  // C (M, N) = A (M, K) @ B (K, N) (+ bias): float / float64 on packed panels, in parallel over
-  // (row block, panel) tiles; anything else through ATen.
+  // C (M, N) = A (M, K) @ B (K, N) (+ bias): on packed panels where with_panel_kernels says so
+  // (bfloat16 also needs A's columns contiguous), in parallel over (row block, panel) tiles;
+  // otherwise through ATen.
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
-      if constexpr (kPanelType<scalar_t>) {
-        if (C.size(0) < kPackMinRows) return;
-        done = with_vector_isa([&](auto isa) {
-          using IsaT = decltype(isa);
-          const PackedWeight<scalar_t> w(B, 1, IsaT::template panel_width<scalar_t>());
-          const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
-          const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
-          const scalar_t* a = A.const_data_ptr<scalar_t>();
-          const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
-          scalar_t* c = C.mutable_data_ptr<scalar_t>();
-          // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
-          at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t tile = begin; tile < end; ++tile) {
-              const int64_t col = tile / row_blocks * w.panel_width, r0 = tile % row_blocks * kGemmRowBlock;
-              w.gemm_columns(kernel, a + r0 * A.stride(0), A.stride(0), A.stride(1), c + r0 * C.stride(0),
-                             C.stride(0), std::min(kGemmRowBlock, M - r0), col, col + w.panel_width,
-                             /*accumulate=*/false, bias_row);
-            }
-          });
+      if (std::is_same_v<scalar_t, at::BFloat16> && A.stride(1) != 1) return;
+      done = with_panel_kernels<scalar_t>(C.size(0), [&](auto isa) {
+        using IsaT = decltype(isa);
+        const PackedWeight<scalar_t> w = IsaT::template pack<scalar_t>(B, 1);
+        const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
+        const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
+        const scalar_t* a = A.const_data_ptr<scalar_t>();
+        const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+        scalar_t* c = C.mutable_data_ptr<scalar_t>();
+        // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
+        at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t tile = begin; tile < end; ++tile) {
+            const int64_t col = tile / row_blocks * w.panel_width, r0 = tile % row_blocks * kGemmRowBlock;
+            w.gemm_columns(kernel, a + r0 * A.stride(0), A.stride(0), A.stride(1), c + r0 * C.stride(0),
+                           C.stride(0), std::min(kGemmRowBlock, M - r0), col, col + w.panel_width,
+                           /*accumulate=*/false, bias_row);
+          }
         });
-      }
+      });
     });
     if (!done) AtenGemm::gemm(C, A, B, bias);
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
-    if constexpr (kPanelType<scalar_t>) {
-      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) return;
+    if (!with_panel_kernels<scalar_t>(L.sched->total_rows,
+                                      [&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) {
+      StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
     }
-    StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
   }
   template <typename scalar_t, typename acc_t>
   static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
-    if constexpr (kPanelType<scalar_t>) {
-      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_lstm_backward<decltype(isa)>(L); })) return;
+    if (!with_panel_kernels<scalar_t>(L.sched->total_rows, [&](auto isa) { fused_lstm_backward<decltype(isa)>(L); })) {
+      StepByStep<CpuPolicy>::lstm_backward_loop(L);
     }
-    StepByStep<CpuPolicy>::lstm_backward_loop(L);
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_forward_loop(const RnnForwardLoop<scalar_t>& L) {
-    if constexpr (kPanelType<scalar_t>) {
-      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_rnn_forward<decltype(isa), act>(L); })) return;
+    if (!with_panel_kernels<scalar_t>(L.sched->total_rows,
+                                      [&](auto isa) { fused_rnn_forward<decltype(isa), act, scalar_t, acc_t>(L); })) {
+      StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
     }
-    StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_backward_loop(const RnnBackwardLoop<scalar_t>& L) {
-    if constexpr (kPanelType<scalar_t>) {
-      if (L.sched->total_rows >= kPackMinRows && with_vector_isa([&](auto isa) { fused_rnn_backward<decltype(isa), act>(L); })) return;
+    if (!with_panel_kernels<scalar_t>(L.sched->total_rows,
+                                      [&](auto isa) { fused_rnn_backward<decltype(isa), act, scalar_t, acc_t>(L); })) {
+      StepByStep<CpuPolicy>::rnn_backward_loop<act, scalar_t, acc_t>(L);
     }
-    StepByStep<CpuPolicy>::rnn_backward_loop<act, scalar_t, acc_t>(L);
   }
 
-  // The pointwise passes of StepByStep (the 16-bit types, CPUs without AVX2).
+  // The pointwise passes of StepByStep (float16, cell steps, CPUs without AVX2 / AVX512-BF16).
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward(const LstmForwardStep<scalar_t, acc_t>& p, int64_t rows) {
     run_pointwise(p, rows, &avx2::lstm_forward_rows<kTraining, scalar_t, acc_t>,

@@ -3,10 +3,13 @@
 // kernel files after their instruction set is on (isa_*_begin.h), so Vec<float> is that set's.
 //
 // Accuracy (checked against float64 over the whole float range in tests/test_cpu_kernels.py):
-// exp within 2 ulp; tanh within 2 ulp of its value, NaN in -> NaN out, +-inf -> +-1.
+// exp within 2 ulp (0 / +inf outside [-87.3, 88.3]); tanh and 1 / (1 + exp(-x)) within 2 ulp
+// of their value; NaN in -> NaN out, tanh(+-inf) = +-1.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+
+#include <limits>
 
 #include "rnnfused/gate_math.h"
 
@@ -18,10 +21,10 @@ struct VectorMath<at::vec::Vectorized<float>> {
   using V = at::vec::Vectorized<float>;
 
   // e^x = 2^n * e^r, n = round(x / ln 2), |r| <= ln(2) / 2, e^r by its Taylor series to r^7
-  // (truncation 2.6e-8 relative). x is clamped so that 2^n stays a normal float: e^x saturates at
-  // 2.2e38 above 88.3 and at 1.2e-38 below -87.3 (the clamp keeps NaN).
+  // (truncation 2.6e-8 relative). Beyond [-87.3, 88.3], where 2^n would leave the normal floats,
+  // the result is 0 or +inf (float32's own underflow / overflow are only a hair further out).
   static V exp(const V& x_in) {
-    const V x = at::vec::clamp(x_in, V(-87.3f), V(88.3f));
+    const V x = at::vec::clamp(x_in, V(-87.3f), V(88.3f));  // keeps NaN
     const V n = (x * V(1.44269504088896341f)).round();
     V r = at::vec::fmadd(n, V(-0.693145751953125f), x);  // ln 2 split hi + lo: n * hi is exact
     r = at::vec::fmadd(n, V(-1.428606765330187e-06f), r);
@@ -34,11 +37,13 @@ struct VectorMath<at::vec::Vectorized<float>> {
     p = at::vec::fmadd(p, r, V(1.f));
     p = at::vec::fmadd(p, r, V(1.f));
 #if defined(CPU_CAPABILITY_AVX512)
-    return V(_mm512_scalef_ps(p, n));
+    V y(_mm512_scalef_ps(p, n));
 #else
     const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return p * V(_mm256_castsi256_ps(exponent));
+    V y = p * V(_mm256_castsi256_ps(exponent));
 #endif
+    y = V::blendv(y, V(std::numeric_limits<float>::infinity()), x_in > V(88.3f));
+    return V::blendv(y, V(0.f), x_in < V(-87.3f));
   }
 
   // |x| < 0.625: x + x^3 P(x^2), P a least-squares fit (0.8 ulp); beyond: sign(x) (1 - 2 / (e^{2|x|} + 1)),

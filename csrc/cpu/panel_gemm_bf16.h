@@ -1,0 +1,25 @@
+// The bfloat16 panel GEMM micro-kernel (panel_gemm_bf16.cpp): AVX512-BF16 dot products on
+// weights packed in bf16 pairs. Same contract as PanelGemmFn (panels.h); A's column stride must
+// be 1. Callers check supported() first.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+
+#include <cstdint>
+
+namespace rnnfused {
+
+// Columns per bf16 panel: 4 vectors of 16 float32 accumulators.
+constexpr int64_t kBf16PanelWidth = 64;
+
+namespace avx512_bf16 {
+
+// Whether the running CPU has AVX-512 F/BW/VL and AVX512-BF16.
+bool supported();
+
+void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t a_cs, const c10::BFloat16* panel, int64_t K,
+                c10::BFloat16* c, int64_t ldc, int64_t rows, int64_t valid_cols, const c10::BFloat16* bias,
+                bool accumulate);
+
+}  // namespace avx512_bf16
+}  // namespace rnnfused
