@@ -39,6 +39,11 @@ namespace rnnfused {
   template <typename T>                                                                        \
   void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,     \
                   int64_t ldc, int64_t rows, int64_t valid_cols, const T* bias, bool accumulate); \
+  /* C[m, n] = init + sum_k A[m, k] W[n, k], m < M <= vector width, n < rows, W row-major; A   \
+     given as a_t, A^T packed (K, vector width). For a single step on unpacked weights. */     \
+  template <typename T>                                                                        \
+  void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c,        \
+                     int64_t ldc, int64_t rows, const T* bias, bool accumulate);               \
   }
 
 RNNF_DECLARE_VECTORIZED_POINTWISE(avx2)

@@ -225,6 +225,51 @@ void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The GEMM of a few rows against a weight as it lies, for a single cell step where packing the
+// weight would cost more than the product: C[m, n] = init + sum_k A[m, k] W[n, k] for m < M <=
+// Vec<T>::size(), n < rows, W row-major (row stride ldw). Computed as W @ A^T with A^T packed as
+// (K, Vec<T>::size()) (a_t; columns past M zero): a tile of Vec<T>::size() rows of W holds one
+// accumulator vector (over the rows of A) per row of W; per k, one load of a_t feeds a
+// broadcast FMA per row. The square tile is transposed into C in registers.
+
+template <typename T>
+void few_rows_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
+                   const T* bias, bool accumulate) {
+  constexpr int64_t W = Vec<T>::size();
+  Vec<T> acc[W];
+  for (int64_t r = 0; r < W; ++r) acc[r] = Vec<T>(T(0));
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec<T> a_k = Vec<T>::loadu(a_t + k * W);
+    for (int64_t r = 0; r < W; ++r) acc[r] = at::vec::fmadd(Vec<T>(w[r * ldw + k]), a_k, acc[r]);
+  }
+  T by_n[W * W], by_m[W * W];
+  for (int64_t r = 0; r < W; ++r) acc[r].store(by_n + r * W);
+  at::vec::transpose_mxn<T, W, W>(by_n, W, by_m, W);
+  const Vec<T> init = bias != nullptr ? Vec<T>::loadu(bias) : Vec<T>(T(0));
+  for (int64_t m = 0; m < M; ++m) {
+    const Vec<T> base = accumulate ? Vec<T>::loadu(c + m * ldc) : init;
+    (base + Vec<T>::loadu(by_m + m * W)).store(c + m * ldc);
+  }
+}
+
+template <typename T>
+void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
+                   int64_t rows, const T* bias, bool accumulate) {
+  constexpr int64_t W = Vec<T>::size();
+  int64_t n = 0;
+  for (; n + W <= rows; n += W) {
+    few_rows_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias != nullptr ? bias + n : nullptr, accumulate);
+  }
+  for (; n < rows; ++n) {  // the last rows % W rows of W, one dot product per element
+    for (int64_t m = 0; m < M; ++m) {
+      T sum = accumulate ? c[m * ldc + n] : (bias != nullptr ? bias[n] : T(0));
+      for (int64_t k = 0; k < K; ++k) sum += w[n * ldw + k] * a_t[k * W + m];
+      c[m * ldc + n] = sum;
+    }
+  }
+}
+
 #define RNNF_INSTANTIATE(S, A)                                                                           \
   template void lstm_forward_rows<true, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t);  \
   template void lstm_forward_rows<false, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t); \
@@ -243,6 +288,8 @@ template int64_t panel_width<float>();
 template int64_t panel_width<double>();
 template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, const float*, bool);
 template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, const double*, bool);
+template void few_rows_gemm<float>(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
+template void few_rows_gemm<double>(const double*, int64_t, const double*, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
 
 }  // namespace RNNF_VEC_NAMESPACE
 }  // namespace rnnfused

@@ -60,6 +60,15 @@ struct Isa {
     if constexpr (std::is_same_v<T, at::BFloat16>) return &avx512_bf16::panel_gemm;
     else { RNNF_ISA_FORWARD(template panel_gemm<T>) }
   }
+  template <typename T>
+  static int64_t vector_width() {  // elements of T in one register of the instruction set
+    return (kIsa == CpuKernel::Avx512 ? 64 : 32) / int64_t(sizeof(T));
+  }
+  template <typename T>
+  static void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
+                            int64_t rows, const T* bias, bool accumulate) {
+    RNNF_ISA_FORWARD(template few_rows_gemm<T>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate))
+  }
   // W viewed as (K, groups * width) packed for panel_gemm<T>.
   template <typename T>
   static PackedWeight<T> pack(const at::Tensor& w_kn, int64_t groups) {
@@ -119,6 +128,47 @@ bool with_panel_kernels(int64_t rows, F&& f) {
 constexpr int64_t kMacsPerThread = int64_t(1) << 15;
 
 int64_t team_size_for(int64_t step_macs) { return std::max<int64_t>(1, step_macs / kMacsPerThread); }
+
+// C (M, N) = init + A (M, K) @ W^T for M < kPackMinRows rows, W (N, K) row-major (row stride
+// ldw) read as it lies: A^T is packed in chunks of one vector of rows (cheap: M x K), and
+// threads split W's rows. init as for PanelGemmFn.
+template <typename IsaT, typename T>
+void unpacked_gemm(const T* w, int64_t ldw, int64_t N, int64_t K, const T* a, int64_t lda, int64_t M, T* c,
+                   int64_t ldc, const T* bias, bool accumulate) {
+  const int64_t width = IsaT::template vector_width<T>(), chunks = (M + width - 1) / width;
+  const Tensor a_t = scratch_empty({chunks, K, width}, c10::CppTypeToScalarType<T>::value);
+  T* at_data = a_t.mutable_data_ptr<T>();
+  for (int64_t j = 0; j < chunks; ++j) {
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t i = 0; i < width; ++i) {
+        const int64_t m = j * width + i;
+        at_data[(j * K + k) * width + i] = m < M ? a[m * lda + k] : T(0);
+      }
+    }
+  }
+  constexpr int64_t kRowsPerTask = 128;
+  at::parallel_for(0, N, kRowsPerTask, [&](int64_t n0, int64_t n1) {
+    for (int64_t j = 0; j < chunks; ++j) {
+      IsaT::few_rows_gemm(w + n0 * ldw, ldw, at_data + j * K * width, K, std::min(width, M - j * width),
+                          c + j * width * ldc + n0, ldc, n1 - n0, bias != nullptr ? bias + n0 : nullptr, accumulate);
+    }
+  });
+}
+
+// Runs unpacked_gemm for C = A @ B (+ bias) when it applies: float / double on a vector ISA, few
+// rows, B a transposed row-major weight, A with unit column stride. False otherwise.
+template <typename T>
+bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c, int64_t ldc, const T* bias,
+                       bool accumulate) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    if (M >= kPackMinRows || M == 0 || !B.t().is_contiguous()) return false;
+    return with_vector_isa([&](auto isa) {
+      unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc,
+                                      bias, accumulate);
+    });
+  }
+  return false;
+}
 
 // rows [first, last) of h_n: the output rows where each sequence ended. Sequences end at the
 // last step the recurrence processed them: in the forward order rows drop out as batch sizes
@@ -348,6 +398,13 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
+      const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
+      if (A.stride(1) == 1 && try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
+                                                          C.mutable_data_ptr<scalar_t>(), C.stride(0), bias_row,
+                                                          /*accumulate=*/false)) {
+        done = true;
+        return;
+      }
       if (std::is_same_v<scalar_t, at::BFloat16> && A.stride(1) != 1) return;
       done = with_panel_kernels<scalar_t>(C.size(0), [&](auto isa) {
         using IsaT = decltype(isa);
@@ -355,7 +412,6 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
         const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
         const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
         const scalar_t* a = A.const_data_ptr<scalar_t>();
-        const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
         scalar_t* c = C.mutable_data_ptr<scalar_t>();
         // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
         at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
@@ -369,6 +425,15 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
       });
     });
     if (!done) AtenGemm::gemm(C, A, B, bias);
+  }
+
+  // The step GEMM of StepByStep (cell steps, float16).
+  template <typename scalar_t>
+  static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, int64_t rows,
+                        bool accumulate) {
+    if (!try_unpacked_gemm<scalar_t>(b, a, lda, rows, c, ldc, nullptr, accumulate)) {
+      AtenGemm::step_gemm(b, a, lda, c, ldc, rows, accumulate);
+    }
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
