@@ -45,6 +45,23 @@ def test_rnn_cell(device, dtype, nonlinearity, bias, batched, with_hx):
                   reference_context=native_torch(device))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", ["LSTMCell", "RNNCell"])
+def test_wide_cells(device, dtype, kind):
+    """A batch of 40 (the CPU's few-rows GEMM takes the rows in chunks of one SIMD vector: 16 + 16
+    + 8 floats) and 37 units (gate rows in square tiles plus a remainder)."""
+    classes = (rnnfused.LSTMCell, nn.LSTMCell) if kind == "LSTMCell" else (rnnfused.RNNCell, nn.RNNCell)
+    ref, fused = twin(*classes, 19, 37, device=device, dtype=dtype)
+    states = 2 if kind == "LSTMCell" else 1
+
+    def make():
+        x = torch.randn(40, 19, device=device, dtype=dtype, requires_grad=True)
+        hs = [torch.randn(40, 37, device=device, dtype=dtype, requires_grad=True) for _ in range(states)]
+        return (x, tuple(hs) if states == 2 else hs[0]), [x, *hs]
+
+    assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
+
+
 def test_lstm_cell_step_loop_matches_layer(device):
     """Unrolling the cell over a sequence gives the layer's result (same weights)."""
     cell = rnnfused.LSTMCell(I, H).to(device, torch.float64)
