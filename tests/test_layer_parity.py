@@ -225,8 +225,8 @@ def test_parameters_and_repr_are_torchs():
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
 def test_float32_shapes_on_the_packed_weight_gemm_path(device, packed, cls_pair):
-    """Enough rows (T*B >= 64) for the CPU to pack weights for its brgemm path, and big enough
-    GEMMs to split across threads (the small grid above stays on ATen's GEMM)."""
+    """Enough rows (T*B >= 64) for the CPU to pack weights for its fused loops, and big enough
+    GEMMs to split across threads (the small grid above stays on the per-step path)."""
     T, B, I2, H2 = 30, 16, 48, 64
     ref, fused = twin(*cls_pair, I2, H2, num_layers=2, bidirectional=True, device=device, dtype=torch.float32)
     if packed:

@@ -158,7 +158,28 @@ void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
                              : (bias != nullptr ? Vec<T>::loadu(bias + v * W) : Vec<T>(T(0)));
     }
   }
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k = 0;
+  if constexpr (R <= 2) {
+    // Too few accumulators to hide the FMA latency: odd k go to a second set, added at the end.
+    Vec<T> odd[R][kPanelVecs];
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < kPanelVecs; ++v) odd[r][v] = Vec<T>(T(0));
+    }
+    for (; k + 1 < K; k += 2) {
+      for (int64_t v = 0; v < kPanelVecs; ++v) {
+        const Vec<T> b0 = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
+        const Vec<T> b1 = Vec<T>::loadu(panel + (k + 1) * kPanelVecs * W + v * W);
+        for (int64_t r = 0; r < R; ++r) {
+          acc[r][v] = at::vec::fmadd(Vec<T>(a[r * a_rs + k * a_cs]), b0, acc[r][v]);
+          odd[r][v] = at::vec::fmadd(Vec<T>(a[r * a_rs + (k + 1) * a_cs]), b1, odd[r][v]);
+        }
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = acc[r][v] + odd[r][v];
+    }
+  }
+  for (; k < K; ++k) {
     Vec<T> b[kPanelVecs];
     for (int64_t v = 0; v < kPanelVecs; ++v) b[v] = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
     for (int64_t r = 0; r < R; ++r) {
