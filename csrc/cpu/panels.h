@@ -27,6 +27,11 @@ template <typename T>
 using PanelGemmFn = void (*)(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
                              int64_t ldc, int64_t rows, int64_t valid_cols, const T* bias, bool accumulate);
 
+// Packs the panels of W^T for W (N, K) row-major (row stride ldw) into dst (pointwise_vec.h).
+template <typename T>
+using PackTransposedFn = void (*)(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width,
+                                  int64_t panels_per_group, T* dst);
+
 template <typename T>
 struct PackedWeight {
   at::Tensor storage;  // (groups, panels_per_group, K, panel_width), from the scratch pool
@@ -37,11 +42,18 @@ struct PackedWeight {
   int64_t panels_per_group = 0;
   int64_t padded_K = 0;  // K, or K rounded up to even in pair layout
 
-  // w_kn: any (K, groups * group_width) view (typically a transposed weight).
-  PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_, bool pairs = false)
+  // w_kn: any (K, groups * group_width) view (typically a transposed weight). pack_transposed,
+  // when given, packs a transposed row-major weight directly (not in pair layout).
+  PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_, bool pairs = false,
+               PackTransposedFn<T> pack_transposed = nullptr)
       : K(w_kn.size(0)), groups(groups_), group_width(w_kn.size(1) / groups_), panel_width(panel_width_) {
     panels_per_group = (group_width + panel_width - 1) / panel_width;
     padded_K = pairs ? (K + 1) / 2 * 2 : K;
+    if (pack_transposed != nullptr && !pairs && w_kn.t().is_contiguous()) {
+      storage = scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
+      pack_transposed(w_kn.const_data_ptr<T>(), K, K, groups, group_width, panels_per_group, storage.mutable_data_ptr<T>());
+      return;
+    }
     const int64_t padded = panels_per_group * panel_width;
     at::Tensor w = w_kn.reshape({K, groups, group_width});
     if (padded != group_width) w = at::constant_pad_nd(w, {0, padded - group_width});

@@ -291,6 +291,39 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Packing a transposed weight into panels (panels.h): the panels of W^T for W (N, K) row-major
+// (row stride ldw), i.e. panel p of group g holds rows g*group_width + p*width ... of W as
+// columns, (K, width) each, zero past the group's end. Square blocks of one vector width are
+// transposed in registers; the edges element by element.
+
+template <typename T>
+void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width,
+                     int64_t panels_per_group, T* dst) {
+  constexpr int64_t V = Vec<T>::size();
+  const int64_t width = panel_width<T>();
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t p = 0; p < panels_per_group; ++p) {
+      const T* src = w + (g * group_width + p * width) * ldw;
+      T* panel = dst + (g * panels_per_group + p) * K * width;
+      const int64_t valid = std::min(width, group_width - p * width);
+      int64_t k0 = 0;
+      for (; k0 + V <= K; k0 += V) {
+        int64_t j0 = 0;
+        for (; j0 + V <= valid; j0 += V) {
+          at::vec::transpose_mxn<T, V, V>(src + j0 * ldw + k0, ldw, panel + k0 * width + j0, width);
+        }
+        for (int64_t k = k0; k < k0 + V; ++k) {
+          for (int64_t j = j0; j < width; ++j) panel[k * width + j] = j < valid ? src[j * ldw + k] : T(0);
+        }
+      }
+      for (int64_t k = k0; k < K; ++k) {
+        for (int64_t j = 0; j < width; ++j) panel[k * width + j] = j < valid ? src[j * ldw + k] : T(0);
+      }
+    }
+  }
+}
+
 #define RNNF_INSTANTIATE(S, A)                                                                           \
   template void lstm_forward_rows<true, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t);  \
   template void lstm_forward_rows<false, S, A>(const LstmForwardStep<S, A>&, int64_t, int64_t, int64_t, int64_t); \
@@ -309,6 +342,8 @@ template int64_t panel_width<float>();
 template int64_t panel_width<double>();
 template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, const float*, bool);
 template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, const double*, bool);
+template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
+template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double*);
 template void few_rows_gemm<float>(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
 template void few_rows_gemm<double>(const double*, int64_t, const double*, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
 

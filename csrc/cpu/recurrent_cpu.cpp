@@ -72,7 +72,14 @@ struct Isa {
   // W viewed as (K, groups * width) packed for panel_gemm<T>.
   template <typename T>
   static PackedWeight<T> pack(const at::Tensor& w_kn, int64_t groups) {
-    return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/std::is_same_v<T, at::BFloat16>);
+    if constexpr (std::is_same_v<T, at::BFloat16>) {
+      return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/true);
+    } else {
+      PackTransposedFn<T> pack_transposed;
+      if constexpr (kIsa == CpuKernel::Avx512) pack_transposed = &avx512::pack_transposed<T>;
+      else pack_transposed = &avx2::pack_transposed<T>;
+      return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/false, pack_transposed);
+    }
   }
   template <bool kTraining, typename S, typename A>
   static void lstm_forward(const LstmForwardStep<S, A>& p, int64_t r0, int64_t r1, int64_t u0, int64_t u1) {
