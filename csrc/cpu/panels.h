@@ -43,14 +43,15 @@ struct PackedWeight {
   int64_t padded_K = 0;  // K, or K rounded up to even in pair layout
 
   // w_kn: any (K, groups * group_width) view (typically a transposed weight). pack_transposed,
-  // when given, packs a transposed row-major weight directly (not in pair layout).
+  // when given, packs a transposed row-major weight directly, in this object's layout.
   PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_, bool pairs = false,
                PackTransposedFn<T> pack_transposed = nullptr)
       : K(w_kn.size(0)), groups(groups_), group_width(w_kn.size(1) / groups_), panel_width(panel_width_) {
     panels_per_group = (group_width + panel_width - 1) / panel_width;
     padded_K = pairs ? (K + 1) / 2 * 2 : K;
-    if (pack_transposed != nullptr && !pairs && w_kn.t().is_contiguous()) {
-      storage = scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
+    if (pack_transposed != nullptr && w_kn.t().is_contiguous()) {
+      storage = pairs ? scratch_empty({groups, panels_per_group, padded_K / 2, panel_width, 2}, w_kn.scalar_type())
+                      : scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
       pack_transposed(w_kn.const_data_ptr<T>(), K, K, groups, group_width, panels_per_group, storage.mutable_data_ptr<T>());
       return;
     }

@@ -73,7 +73,17 @@ struct Isa {
   template <typename T>
   static PackedWeight<T> pack(const at::Tensor& w_kn, int64_t groups) {
     if constexpr (std::is_same_v<T, at::BFloat16>) {
-      return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/true);
+      // A pair (W[n, k], W[n, k+1]) of a row-major W is one 32-bit word: pair layout is the
+      // transpose of W's words, so the float packing moves them (bits only, no arithmetic).
+      static_assert(kBf16PanelWidth == 64);
+      const PackTransposedFn<T> pack_pairs = [](const T* w, int64_t ldw, int64_t K, int64_t g, int64_t gw,
+                                                int64_t ppg, T* dst) {
+        avx512::pack_transposed<float>(reinterpret_cast<const float*>(w), ldw / 2, K / 2, g, gw, ppg,
+                                       reinterpret_cast<float*>(dst));
+      };
+      const bool words = kIsa == CpuKernel::Avx512 && w_kn.size(0) % 2 == 0 &&
+                         avx512::panel_width<float>() == kBf16PanelWidth;
+      return PackedWeight<T>(w_kn, groups, panel_width<T>(), /*pairs=*/true, words ? pack_pairs : nullptr);
     } else {
       PackTransposedFn<T> pack_transposed;
       if constexpr (kIsa == CpuKernel::Avx512) pack_transposed = &avx512::pack_transposed<T>;

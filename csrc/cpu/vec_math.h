@@ -57,8 +57,8 @@ struct VectorMath<at::vec::Vectorized<float>> {
     p = at::vec::fmadd(p, x2, V(0.1333288848400116f));
     p = at::vec::fmadd(p, x2, V(-0.3333333134651184f));
     const V small = at::vec::fmadd(x * x2, p, x);
-    const V large = (V(1.f) - V(2.f) / (exp(a + a) + V(1.f))).copysign(x);
-    return V::blendv(large, small, a < V(0.625f));
+    const V large = V(1.f) - V(2.f) / (exp(a + a) + V(1.f));  // tanh(|x|)
+    return V::blendv(V::blendv(large, V(0.f) - large, x < V(0.f)), small, a < V(0.625f));
   }
 };
 
