@@ -2,8 +2,9 @@
 // run, dL/dgates, ...) come from a small pool of CPU buffers kept across calls. A fresh
 // multi-megabyte allocation is handed out by the OS page by page, each page faulted in and zeroed
 // on first touch: in a training step that cost ~15% of the time. oneDNN keeps its scratchpad
-// the same way. The pool holds at most kMaxFreeBuffers buffers; take one with scratch_empty, and
-// it goes back when the returned tensor dies (from any thread).
+// the same way. The pool holds at most kMaxFreeBuffers buffers and kMaxFreeBytes bytes (the
+// smallest go first); take one with scratch_empty, and it goes back when the returned tensor
+// dies (from any thread).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -34,6 +35,7 @@ class ScratchPool {
 
  private:
   static constexpr size_t kMaxFreeBuffers = 8;
+  static constexpr int64_t kMaxFreeBytes = int64_t(256) << 20;
 
   // The smallest free buffer of at least `bytes`, or a new one.
   at::Tensor take(int64_t bytes) {
@@ -45,6 +47,7 @@ class ScratchPool {
       }
       if (best != free_.end()) {
         at::Tensor buffer = std::move(*best);
+        free_bytes_ -= buffer.numel();
         free_.erase(best);
         return buffer;
       }
@@ -54,15 +57,19 @@ class ScratchPool {
 
   void give_back(at::Tensor buffer) {
     std::lock_guard<std::mutex> lock(mutex_);
+    free_bytes_ += buffer.numel();
     free_.push_back(std::move(buffer));
-    if (free_.size() > kMaxFreeBuffers) {
-      free_.erase(std::min_element(free_.begin(), free_.end(),
-                                   [](const at::Tensor& a, const at::Tensor& b) { return a.numel() < b.numel(); }));
+    while (!free_.empty() && (free_.size() > kMaxFreeBuffers || free_bytes_ > kMaxFreeBytes)) {
+      const auto smallest = std::min_element(free_.begin(), free_.end(),
+                                             [](const at::Tensor& a, const at::Tensor& b) { return a.numel() < b.numel(); });
+      free_bytes_ -= smallest->numel();
+      free_.erase(smallest);
     }
   }
 
   std::mutex mutex_;
   std::vector<at::Tensor> free_;  // 1-D uint8 buffers
+  int64_t free_bytes_ = 0;
 };
 
 inline at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
