@@ -252,10 +252,17 @@ Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedul
   return prev;
 }
 
-// dW (G*H, K) = grad_pre (N, G*H)^T @ inputs (N, K), computed as its transpose inputs^T @ grad_pre:
-// the GEMM then reads grad_pre by rows, as it was written.
+// dW (G*H, K) = grad_pre (N, G*H)^T @ inputs (N, K). Over many rows it is computed as its
+// transpose inputs^T @ grad_pre, so the GEMM reads grad_pre by rows, as it was written, and
+// only the small result is transposed; over a few rows (a cell step) directly.
 template <typename Policy>
 Tensor weight_grad(const Tensor& grad_pre, const Tensor& inputs) {
+  constexpr int64_t kFewRows = 64;
+  if (grad_pre.size(0) < kFewRows) {
+    const Tensor grad = at::empty({grad_pre.size(1), inputs.size(1)}, grad_pre.options());
+    Policy::gemm(grad, grad_pre.t(), inputs, std::nullopt);
+    return grad;
+  }
   const Tensor grad_t = Policy::scratch({inputs.size(1), grad_pre.size(1)}, grad_pre.options());
   Policy::gemm(grad_t, inputs.t(), grad_pre, std::nullopt);
   return grad_t.t().contiguous();
