@@ -343,6 +343,68 @@ struct RnnBackwardLoop {
   S* grad_h_state;        // (B, H) in: dL/dh_n, out: dL/dh0
 };
 
+// The pointwise parameters of time step t that every loop fills the same way. Where h_t goes
+// (LSTM / RNN forward) and where dL/dh_t comes from (LSTM backward) is each loop's own.
+template <bool kTraining, typename S, typename A>
+LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t t) {
+  S* ws_rows = L.ws + L.sched->offsets[t] * L.ws_cols;
+  LstmForwardStep<S, A> p;
+  p.gates = ws_rows;
+  p.gates_ld = L.ws_cols;
+  p.c_state = L.c_state;
+  p.c_saved = kTraining ? ws_rows + 4 * L.hidden_size : nullptr;
+  p.c_saved_ld = L.ws_cols;
+  p.hidden_size = L.hidden_size;
+  return p;
+}
+
+template <typename S, typename A>
+LstmBackwardStep<S, A> lstm_backward_step(const LstmBackwardLoop<S, A>& L, int64_t t) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, off = s.offsets[t], prev = s.previous_time(t);
+  LstmBackwardStep<S, A> p;
+  p.gates = L.ws + off * L.ws_cols;
+  p.gates_ld = L.ws_cols;
+  p.c_saved = L.ws + off * L.ws_cols + 4 * H;
+  p.c_saved_ld = L.ws_cols;
+  p.c_prev = prev >= 0 ? L.ws + s.offsets[prev] * L.ws_cols + 4 * H : nullptr;
+  p.c_prev_ld = L.ws_cols;
+  p.prev_rows = s.carried_rows(t);
+  p.c_init = L.c0;
+  p.grad_c = L.grad_c_state;
+  p.grad_gates = L.grad_gates + off * 4 * H;
+  p.grad_gates_ld = 4 * H;
+  p.hidden_size = H;
+  return p;
+}
+
+template <typename S>
+RnnForwardStep<S> rnn_forward_step(const RnnForwardLoop<S>& L, int64_t t) {
+  const int64_t H = L.hidden_size, off = L.sched->offsets[t];
+  RnnForwardStep<S> p;
+  p.pre = L.pre + off * H;
+  p.pre_ld = H;
+  p.h_out = L.output + off * H;
+  p.h_out_ld = H;
+  p.hidden_size = H;
+  return p;
+}
+
+template <typename S>
+RnnBackwardStep<S> rnn_backward_step(const RnnBackwardLoop<S>& L, int64_t t) {
+  const int64_t H = L.hidden_size, off = L.sched->offsets[t];
+  RnnBackwardStep<S> p;
+  p.h = L.output + off * H;
+  p.h_ld = H;
+  p.grad_h = L.grad_output != nullptr ? L.grad_output + off * H : nullptr;
+  p.grad_h_ld = H;
+  p.grad_h_extra = L.grad_h_state;
+  p.grad_pre = L.grad_pre + off * H;
+  p.grad_pre_ld = H;
+  p.hidden_size = H;
+  return p;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The time loops as a sequence of per-step GEMM and pointwise calls (see the top of the file).
 
@@ -362,13 +424,7 @@ struct StepByStep {
       scalar_t* ws_rows = L.ws + off * ws_cols;
       Policy::step_gemm(w_hh_kn, L.h_state, P, ws_rows, ws_cols, rows, /*accumulate=*/true);
 
-      LstmForwardStep<scalar_t, acc_t> p;
-      p.gates = ws_rows;
-      p.gates_ld = ws_cols;
-      p.c_state = L.c_state;
-      p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
-      p.c_saved_ld = ws_cols;
-      p.hidden_size = H;
+      LstmForwardStep<scalar_t, acc_t> p = lstm_forward_step<kTraining>(L, t);
       if (L.has_proj()) {
         p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<scalar_t>();
         p.h_out_ld = kTraining ? ws_cols : H;
@@ -389,27 +445,13 @@ struct StepByStep {
   template <typename scalar_t, typename acc_t>
   static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
     const StepSchedule& sched = *L.sched;
-    const int64_t H = L.hidden_size, P = L.state_size, ws_cols = L.ws_cols;
+    const int64_t H = L.hidden_size, P = L.state_size;
     const Tensor w_hh = Policy::step_operand(L.w_hh);
     const Tensor w_hr = L.has_proj() ? Policy::step_operand(L.w_hr) : Tensor();
     const Tensor grad_h_scratch = L.has_proj() ? at::empty({sched.max_batch, H}, L.w_hh.options()) : Tensor();
     for (int64_t k = sched.steps() - 1; k >= 0; --k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      const int64_t prev = sched.previous_time(t);
-
-      LstmBackwardStep<scalar_t, acc_t> p;
-      p.gates = L.ws + off * ws_cols;
-      p.gates_ld = ws_cols;
-      p.c_saved = L.ws + off * ws_cols + 4 * H;
-      p.c_saved_ld = ws_cols;
-      p.c_prev = prev >= 0 ? L.ws + sched.offsets[prev] * ws_cols + 4 * H : nullptr;
-      p.c_prev_ld = ws_cols;
-      p.prev_rows = sched.carried_rows(t);
-      p.c_init = L.c0;
-      p.grad_c = L.grad_c_state;
-      p.grad_gates = L.grad_gates + off * 4 * H;
-      p.grad_gates_ld = 4 * H;
-      p.hidden_size = H;
+      LstmBackwardStep<scalar_t, acc_t> p = lstm_backward_step(L, t);
       if (L.has_proj()) {
         // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ w_hr.
         const Tensor grad_r_t = at::from_blob(L.grad_r + off * P, {rows, P}, w_hh.options());
@@ -443,13 +485,8 @@ struct StepByStep {
     for (int64_t k = 0; k < sched.steps(); ++k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
       Policy::step_gemm(w_hh_kn, L.h_state, H, L.pre + off * H, H, rows, /*accumulate=*/true);
-      RnnForwardStep<scalar_t> p;
-      p.pre = L.pre + off * H;
-      p.pre_ld = H;
-      p.h_out = L.output + off * H;
-      p.h_out_ld = H;
+      RnnForwardStep<scalar_t> p = rnn_forward_step(L, t);
       p.h_state = L.h_state;
-      p.hidden_size = H;
       Policy::template rnn_forward<act, scalar_t, acc_t>(p, rows);
     }
   }
@@ -461,15 +498,7 @@ struct StepByStep {
     const Tensor w_hh = Policy::step_operand(L.w_hh);
     for (int64_t k = sched.steps() - 1; k >= 0; --k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      RnnBackwardStep<scalar_t> p;
-      p.h = L.output + off * H;
-      p.h_ld = H;
-      p.grad_h = L.grad_output != nullptr ? L.grad_output + off * H : nullptr;
-      p.grad_h_ld = H;
-      p.grad_h_extra = L.grad_h_state;
-      p.grad_pre = L.grad_pre + off * H;
-      p.grad_pre_ld = H;
-      p.hidden_size = H;
+      const RnnBackwardStep<scalar_t> p = rnn_backward_step(L, t);
       Policy::template rnn_backward<act, scalar_t, acc_t>(p, rows);
       Policy::step_gemm(w_hh, L.grad_pre + off * H, H, L.grad_h_state, H, rows, /*accumulate=*/false);
     }

@@ -215,7 +215,6 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
-  const int64_t width = IsaT::template panel_width<T>();
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
   const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh_kn, 4);                       // (P, 4 x H)
   const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr_kn, 1) : PackedWeight<T>();  // (H, P)
@@ -236,13 +235,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
       const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
       w_hh.gemm_columns(gemm, h_prev, P, 1, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
 
-      LstmForwardStep<T, A> p;
-      p.gates = ws_rows;
-      p.gates_ld = ws_cols;
-      p.c_state = L.c_state;
-      p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
-      p.c_saved_ld = ws_cols;
-      p.hidden_size = H;
+      LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t);
       if (proj) {
         p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<T>();
         p.h_out_ld = kTraining ? ws_cols : H;
@@ -268,9 +261,8 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
 template <typename IsaT, typename T, typename A>
 void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
-  const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
+  const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch;
   const bool proj = L.has_proj();
-  const int64_t width = IsaT::template panel_width<T>();
   const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
   const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);                       // (4H, P)
   const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr, 1) : PackedWeight<T>();  // (P, H)
@@ -284,21 +276,7 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
     const auto [u0, u1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{q0, q1};
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      const int64_t prev = s.previous_time(t);
-
-      LstmBackwardStep<T, A> p;
-      p.gates = L.ws + off * ws_cols;
-      p.gates_ld = ws_cols;
-      p.c_saved = L.ws + off * ws_cols + 4 * H;
-      p.c_saved_ld = ws_cols;
-      p.c_prev = prev >= 0 ? L.ws + s.offsets[prev] * ws_cols + 4 * H : nullptr;
-      p.c_prev_ld = ws_cols;
-      p.prev_rows = s.carried_rows(t);
-      p.c_init = L.c0;
-      p.grad_c = L.grad_c_state;
-      p.grad_gates = L.grad_gates + off * 4 * H;
-      p.grad_gates_ld = 4 * H;
-      p.hidden_size = H;
+      LstmBackwardStep<T, A> p = lstm_backward_step(L, t);
       if (proj) {
         // dL/dr_t = grad_output_t + carried (own columns), then dL/dh_t = dL/dr_t @ W_hr (own units).
         T* grad_r = L.grad_r + off * P;
@@ -341,13 +319,8 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L) {
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       w_hh.gemm_columns(gemm, h_buffers[k % 2], H, 1, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
-      RnnForwardStep<T> p;
-      p.pre = L.pre + off * H;
-      p.pre_ld = H;
-      p.h_out = L.output + off * H;
-      p.h_out_ld = H;
+      RnnForwardStep<T> p = rnn_forward_step(L, t);
       p.h_state = h_buffers[(k + 1) % 2];
-      p.hidden_size = H;
       IsaT::template rnn_forward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
     }
@@ -366,16 +339,8 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
     const auto [u0, u1] = w_hh.share(id, team);
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
-      const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      RnnBackwardStep<T> p;
-      p.h = L.output + off * H;
-      p.h_ld = H;
-      p.grad_h = L.grad_output != nullptr ? L.grad_output + off * H : nullptr;
-      p.grad_h_ld = H;
-      p.grad_h_extra = L.grad_h_state;
-      p.grad_pre = L.grad_pre + off * H;
-      p.grad_pre_ld = H;
-      p.hidden_size = H;
+      const int64_t t = s.time_at(k), rows = s.batch_sizes[t];
+      const RnnBackwardStep<T> p = rnn_backward_step(L, t);
       IsaT::template rnn_backward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
       w_hh.gemm_columns(gemm, p.grad_pre, H, 1, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
