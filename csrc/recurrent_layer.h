@@ -29,9 +29,9 @@
 //     template <Activation act, class S, class A> static void rnn_backward(const RnnBackwardStep<S>&, int64_t rows);
 //
 // AtenGemm is the GEMM through ATen (cuBLAS / the CPU BLAS) that policies can inherit. The GPU
-// runs StepByStep; the CPU runs its own loops for float / double (recurrent_cpu.cpp) and
-// StepByStep for the 16-bit types. Every buffer is allocated before the time loop; weight
-// gradients are GEMMs over all steps after the reverse loop.
+// runs StepByStep; the CPU runs its own thread-team loops where its kernels serve the dtype
+// (recurrent_cpu.cpp) and StepByStep elsewhere. Every buffer is allocated before the time loop;
+// weight gradients are GEMMs over all steps after the reverse loop.
 #pragma once
 
 #include <ATen/ATen.h>

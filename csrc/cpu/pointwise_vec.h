@@ -16,7 +16,7 @@ namespace rnnfused {
 
 // S is the storage type (float, double, at::BFloat16, at::Half), A the arithmetic type (S, or
 // float for the 16-bit types).
-#define RNNF_DECLARE_VECTORIZED_POINTWISE(ns)                                                   \
+#define RNNF_DECLARE_VECTORIZED_KERNELS(ns)                                                   \
   namespace ns {                                                                               \
   template <bool kTraining, typename S, typename A>                                            \
   void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end,           \
@@ -50,9 +50,9 @@ namespace rnnfused {
                      int64_t ldc, int64_t rows, const T* bias, bool accumulate);               \
   }
 
-RNNF_DECLARE_VECTORIZED_POINTWISE(avx2)
-RNNF_DECLARE_VECTORIZED_POINTWISE(avx512)
+RNNF_DECLARE_VECTORIZED_KERNELS(avx2)
+RNNF_DECLARE_VECTORIZED_KERNELS(avx512)
 
-#undef RNNF_DECLARE_VECTORIZED_POINTWISE
+#undef RNNF_DECLARE_VECTORIZED_KERNELS
 
 }  // namespace rnnfused

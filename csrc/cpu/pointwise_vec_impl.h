@@ -1,5 +1,6 @@
-// The body of the vectorized pointwise passes; included by pointwise_avx2.cpp and
-// pointwise_avx512.cpp with CPU_CAPABILITY and RNNF_VEC_NAMESPACE defined (see pointwise_vec.h).
+// The body of the vectorized CPU kernels (pointwise passes, panel GEMM micro-kernels, weight
+// packing); included by pointwise_avx2.cpp and pointwise_avx512.cpp with CPU_CAPABILITY and
+// RNNF_VEC_NAMESPACE defined (see pointwise_vec.h).
 // Each pointwise function handles rows [begin, end) x hidden units [unit_begin, unit_end) of one
 // time step: full SIMD vectors along the units, then the scalar element bodies for the rest.
 #include <ATen/cpu/vec/vec.h>

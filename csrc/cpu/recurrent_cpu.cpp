@@ -1,17 +1,18 @@
 // CPU kernels of the layer and cell ops: the host driver of recurrent_layer.h with the CPU
 // policy.
 //
-// float32 / float64 on AVX2 or AVX-512 (ATen's capability; ATEN_CPU_CAPABILITY lowers it): the
-// weights are packed into panels (panels.h) once per op call, every GEMM runs the panel
-// micro-kernel of pointwise_vec_impl.h, and each time loop runs on one thread team for the
-// whole sequence (thread_team.h). Each thread owns a share of the hidden units: per step it
-// computes the recurrent GEMM for all gates of its units and then their pointwise pass while
-// they are still in cache, and the team meets once per step (twice with proj_size).
+// float32 / float64 on AVX2 or AVX-512 (ATen's capability; ATEN_CPU_CAPABILITY lowers it), and
+// bfloat16 on AVX-512 CPUs with AVX512-BF16: the weights are packed into panels (panels.h) once
+// per op call, every GEMM runs a panel micro-kernel (pointwise_vec_impl.h; panel_gemm_bf16.cpp),
+// and each time loop runs on one thread team for the whole sequence (thread_team.h). Each
+// thread owns a share of the hidden units: per step it computes the recurrent GEMM for all gates
+// of its units and then their pointwise pass while they are still in cache, and the team meets
+// once per step (twice with proj_size).
 //
-// The 16-bit types, CPUs without AVX2 and sequences too short to pay for packing (a cell step:
-// under kPackMinRows rows in all) run the driver's StepByStep loops: ATen GEMMs on the weights
-// as they lie, and the vectorized pointwise rows (16-bit types computed in float) or
-// gate_math.h's element bodies over every (row, unit).
+// float16, CPUs without AVX2 and sequences too short to pay for packing (a cell step: under
+// kPackMinRows rows in all) run the driver's StepByStep loops: the GEMMs on the weights as they
+// lie (float / double: unpacked_gemm; otherwise ATen's BLAS), and the vectorized pointwise rows
+// (16-bit types computed in float) or gate_math.h's element bodies over every (row, unit).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -121,7 +122,7 @@ bool with_vector_isa(F&& f) {
 }
 
 // Packing a weight costs about as much as multiplying it with this many rows: GEMMs with fewer
-// rows in all (a cell step) read the weight as it lies, through ATen's BLAS.
+// rows in all (a cell step) read the weight as it lies (unpacked_gemm, or ATen's BLAS).
 constexpr int64_t kPackMinRows = 64;
 
 // Runs f(Isa<...>{}) when the panel kernels serve dtype S on this CPU (float / double: AVX2 or
@@ -187,9 +188,9 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
   return false;
 }
 
-// rows [first, last) of h_n: the output rows where each sequence ended. Sequences end at the
-// last step the recurrence processed them: in the forward order rows drop out as batch sizes
-// shrink; in the reverse order all rows end at time 0.
+// h_n (B, width) from the output rows where each sequence ended: the last step the recurrence
+// processed it. In the forward order rows drop out as batch sizes shrink; in the reverse order
+// all rows end at time 0.
 template <typename T>
 void gather_final_states(const StepSchedule& s, const T* output, int64_t width, T* h_n) {
   for (int64_t k = 0; k < s.steps(); ++k) {
@@ -208,7 +209,7 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 }
 
 // ---------------------------------------------------------------------------------------------
-// The fused time loops (float, double; see the top of the file).
+// The fused time loops (float, double, bfloat16; see the top of the file).
 
 template <typename IsaT, bool kTraining, typename T, typename A>
 void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
