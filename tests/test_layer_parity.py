@@ -237,3 +237,41 @@ def test_float32_shapes_on_the_packed_weight_gemm_path(device, packed, cls_pair)
             x = torch.randn(T, B, I2, device=device, requires_grad=True)
             return (x,), [x]
     assert_parity(ref, fused, make, atol=1e-4, rtol=1e-4, reference_context=native_torch(device))
+
+
+def test_concurrent_calls_from_python_threads():
+    """Python threads calling the same module at once (the CPU's thread teams, scratch pool)
+    get the single-threaded result, and so does a process limited to one thread."""
+    import threading
+
+    torch.manual_seed(0)
+    module = rnnfused.LSTM(I, WIDE_H, num_layers=2, bidirectional=True)
+    x = torch.randn(12, 13, I)
+
+    def run():
+        xi = x.clone().requires_grad_()
+        out, (h, _) = module(xi)
+        (out.sum() + h.sum()).backward()
+        return out.detach(), xi.grad
+
+    expected = run()
+    mismatches = []
+
+    def worker():
+        for _ in range(5):
+            got = run()
+            if not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, expected)):
+                mismatches.append(got)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not mismatches
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(run(), expected))
+    finally:
+        torch.set_num_threads(previous)
