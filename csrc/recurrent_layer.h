@@ -343,18 +343,32 @@ struct RnnBackwardLoop {
   S* grad_h_state;        // (B, H) in: dL/dh_n, out: dL/dh0
 };
 
-// The pointwise parameters of time step t that every loop fills the same way. Where h_t goes
-// (LSTM / RNN forward) and where dL/dh_t comes from (LSTM backward) is each loop's own.
+// The pointwise parameters of time step t, filled the same way by every loop; where the RNN's
+// h_t goes and where the LSTM's dL/dh_t comes from is each loop's own.
+//
+// LSTM h_t: without projection into the output rows and into h_state (B, P) (the loop's buffer
+// for the next step); with projection, before the projection GEMM reads it, into the
+// workspace when training, else into h_scratch (B, H).
 template <bool kTraining, typename S, typename A>
-LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t t) {
-  S* ws_rows = L.ws + L.sched->offsets[t] * L.ws_cols;
+LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t t, S* h_state, S* h_scratch) {
+  const int64_t H = L.hidden_size, off = L.sched->offsets[t];
+  S* ws_rows = L.ws + off * L.ws_cols;
   LstmForwardStep<S, A> p;
   p.gates = ws_rows;
   p.gates_ld = L.ws_cols;
   p.c_state = L.c_state;
-  p.c_saved = kTraining ? ws_rows + 4 * L.hidden_size : nullptr;
+  p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
   p.c_saved_ld = L.ws_cols;
-  p.hidden_size = L.hidden_size;
+  p.hidden_size = H;
+  if (L.has_proj()) {
+    p.h_out = kTraining ? ws_rows + 5 * H : h_scratch;
+    p.h_out_ld = kTraining ? L.ws_cols : H;
+    p.h_state = nullptr;
+  } else {
+    p.h_out = L.output + off * L.state_size;
+    p.h_out_ld = L.state_size;
+    p.h_state = h_state;
+  }
   return p;
 }
 
@@ -419,21 +433,13 @@ struct StepByStep {
     // Without training, h_t before the projection needs a buffer of its own.
     const Tensor h_scratch = (L.has_proj() && !kTraining)
         ? at::empty({sched.max_batch, H}, L.w_hh_kn.options()) : Tensor();
+    scalar_t* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<scalar_t>() : nullptr;
     for (int64_t k = 0; k < sched.steps(); ++k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
       scalar_t* ws_rows = L.ws + off * ws_cols;
       Policy::step_gemm(w_hh_kn, L.h_state, P, ws_rows, ws_cols, rows, /*accumulate=*/true);
 
-      LstmForwardStep<scalar_t, acc_t> p = lstm_forward_step<kTraining>(L, t);
-      if (L.has_proj()) {
-        p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<scalar_t>();
-        p.h_out_ld = kTraining ? ws_cols : H;
-        p.h_state = nullptr;
-      } else {
-        p.h_out = L.output + off * P;
-        p.h_out_ld = P;
-        p.h_state = L.h_state;
-      }
+      const LstmForwardStep<scalar_t, acc_t> p = lstm_forward_step<kTraining>(L, t, L.h_state, h_scratch_ptr);
       Policy::template lstm_forward<kTraining>(p, rows);
       if (L.has_proj()) {
         Policy::step_gemm(w_hr_kn, p.h_out, p.h_out_ld, L.output + off * P, P, rows, /*accumulate=*/false);

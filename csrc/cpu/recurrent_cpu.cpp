@@ -226,6 +226,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
   const at::Tensor h_other = proj ? at::Tensor() : at::from_blob(L.h_state, {B, P}, options).clone();
   T* h_buffers[2] = {L.h_state, proj ? nullptr : h_other.mutable_data_ptr<T>()};
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
+  T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
 
   run_team(team_size_for(B * P * 4 * H), [&](int64_t id, int64_t team) {
     const auto [u0, u1] = w_hh.share(id, team);
@@ -236,16 +237,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
       const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
       w_hh.gemm_columns(gemm, h_prev, P, 1, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
 
-      LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t);
-      if (proj) {
-        p.h_out = kTraining ? ws_rows + 5 * H : h_scratch.mutable_data_ptr<T>();
-        p.h_out_ld = kTraining ? ws_cols : H;
-        p.h_state = nullptr;
-      } else {
-        p.h_out = L.output + off * P;
-        p.h_out_ld = P;
-        p.h_state = h_buffers[(k + 1) % 2];
-      }
+      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, h_buffers[(k + 1) % 2], h_scratch_ptr);
       IsaT::template lstm_forward<kTraining>(p, 0, rows, u0, u1);
       if (proj) {
         team_barrier();  // h_t complete
@@ -268,6 +260,7 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);                       // (4H, P)
   const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr, 1) : PackedWeight<T>();  // (P, H)
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
+  T* const grad_h = proj ? grad_h_scratch.mutable_data_ptr<T>() : nullptr;  // (B, H) dL/dh_t
 
   // Thread shares: q = columns of dL/dh_{t-1} (P), u = hidden units of the pointwise pass (H).
   // Without projection P == H and the two shares coincide, so a thread only ever reads its own
@@ -288,7 +281,6 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
           }
         }
         team_barrier();  // dL/dr_t complete
-        T* grad_h = grad_h_scratch.mutable_data_ptr<T>();
         w_hr.gemm_columns(gemm, grad_r, P, 1, grad_h, H, rows, u0, u1, /*accumulate=*/false);
         p.grad_h = grad_h;
         p.grad_h_ld = H;
