@@ -48,8 +48,9 @@ def test_rnn_cell(device, dtype, nonlinearity, bias, batched, with_hx):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["LSTMCell", "RNNCell"])
 def test_wide_cells(device, dtype, kind):
-    """A batch of 40 (the CPU's few-rows GEMM takes the rows in chunks of one SIMD vector: 16 + 16
-    + 8 floats) and 37 units (gate rows in square tiles plus a remainder)."""
+    """A batch of 40 (the CPU's few-rows GEMM takes the rows in chunks of 16 floats, one AVX-512
+    or two AVX2 vectors: 16 + 16 + 8) and 37 units (gate rows in tiles of 16 (AVX-512) or 6
+    (AVX2) plus a remainder)."""
     classes = (rnnfused.LSTMCell, nn.LSTMCell) if kind == "LSTMCell" else (rnnfused.RNNCell, nn.RNNCell)
     ref, fused = twin(*classes, 19, 37, device=device, dtype=dtype)
     states = 2 if kind == "LSTMCell" else 1
