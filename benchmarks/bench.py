@@ -312,10 +312,15 @@ def saved_activation_bytes(contender: Contender, step: Callable[[], None], exclu
 def gemm_peak_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 7) -> float:
     """The machine's GEMM rate: the faster of an n x n x n torch.mm (ATen's BLAS: MKL, which runs a
     slow path on AMD CPUs) and oneDNN's matmul (torch._C._nn.mkldnn_linear on oneDNN tensors;
-    float32 / bfloat16), median time of each."""
+    float32 / bfloat16), median time of each. bfloat16 also counts the float32 rate: on a CPU
+    without bfloat16 arithmetic (no AVX512-BF16 / AMX) a bfloat16 GEMM can at best be widened and
+    run at the float32 rate, while torch.mm's bfloat16 path there is a slow emulation."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
     calls = [lambda: torch.mm(a, b)]
+    if dtype == torch.bfloat16:
+        a32, b32 = a.float(), b.float()
+        calls.append(lambda: torch.mm(a32, b32))
     if dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
         a_dnn, b_dnn = a.to_mkldnn(), b.to_mkldnn()
         calls.append(lambda: torch._C._nn.mkldnn_linear(a_dnn, b_dnn, None))
@@ -455,7 +460,7 @@ def markdown_report(meta: dict, results: list[dict]) -> str:
         f"rnnfused CPU benchmark — {meta['cpu_model']}, {meta['cpu_count']} cores "
         f"({meta['torch_threads']} torch threads), torch {meta['torch_version']}, "
         f"commit {meta['git_commit']}, {'quick' if meta['quick'] else 'full'} run",
-        f"GEMM peak (GFLOP/s, 1024³, faster of torch.mm and oneDNN matmul, best of {len(next(iter(samples)))} samples): {peaks}",
+        f"GEMM peak (GFLOP/s, 1024³, faster of torch.mm and oneDNN matmul (bfloat16: or float32 torch.mm), best of {len(next(iter(samples)))} samples): {peaks}",
         f"Run took {meta['wall_s']:.0f} s; other processes used {fmt(meta['other_cpu_s'], '.0f', '?')} "
         f"CPU-seconds meanwhile (noise: {other_cores} of {meta['cpu_count']} cores on average)",
         "",
