@@ -412,6 +412,8 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
+    # The model name alone can hide the generation ("AMD EPYC" on both Zen 1 and Zen 5 hosts).
+    cpu_model += f" ({torch.backends.cpu.get_cpu_capability()})"
     return dict(cpu_model=cpu_model, cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 torch_version=torch.__version__, python=platform.python_version(),
                 git_commit=git_commit(), platform=platform.platform())
