@@ -264,7 +264,7 @@ void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
 // AVX-512: a square tile (Vec<T>::size() rows of W, one vector of A rows), transposed into C in
 // registers. AVX2 has half the registers, too few for a square tile to hide its broadcast loads:
 // its tile is 6 rows of W against two vectors of A rows (12 accumulators; W is read once for up
-// to 16 float rows of A instead of twice; ~1.3x on Zen 1), written to C element by element.
+// to 16 float rows of A instead of twice), written to C element by element.
 constexpr int64_t kFewRowsVecs = kAvx512Registers ? 1 : 2;
 constexpr int64_t kFewRowsTileRows = 6;  // rows of W per two-vector tile
 
