@@ -344,7 +344,7 @@ struct RnnBackwardLoop {
 };
 
 // The pointwise parameters of time step t, filled the same way by every loop; where the RNN's
-// h_t goes and where the LSTM's dL/dh_t comes from is each loop's own.
+// h_t goes is each loop's own.
 //
 // LSTM h_t: without projection into the output rows and into h_state (B, P) (the loop's buffer
 // for the next step); with projection, before the projection GEMM reads it, into the
@@ -372,10 +372,12 @@ LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t 
   return p;
 }
 
+// dL/dh_t comes from projected_grad_h (B, H) = dL/dr_t @ W_hr with projection (the caller
+// computes it first), otherwise from grad_output's rows plus the carried dL/dh_t.
 template <typename S, typename A>
-LstmBackwardStep<S, A> lstm_backward_step(const LstmBackwardLoop<S, A>& L, int64_t t) {
+LstmBackwardStep<S, A> lstm_backward_step(const LstmBackwardLoop<S, A>& L, int64_t t, const S* projected_grad_h) {
   const StepSchedule& s = *L.sched;
-  const int64_t H = L.hidden_size, off = s.offsets[t], prev = s.previous_time(t);
+  const int64_t H = L.hidden_size, P = L.state_size, off = s.offsets[t], prev = s.previous_time(t);
   LstmBackwardStep<S, A> p;
   p.gates = L.ws + off * L.ws_cols;
   p.gates_ld = L.ws_cols;
@@ -389,6 +391,15 @@ LstmBackwardStep<S, A> lstm_backward_step(const LstmBackwardLoop<S, A>& L, int64
   p.grad_gates = L.grad_gates + off * 4 * H;
   p.grad_gates_ld = 4 * H;
   p.hidden_size = H;
+  if (L.has_proj()) {
+    p.grad_h = projected_grad_h;
+    p.grad_h_ld = H;
+    p.grad_h_extra = nullptr;
+  } else {
+    p.grad_h = L.grad_output != nullptr ? L.grad_output + off * P : nullptr;
+    p.grad_h_ld = P;
+    p.grad_h_extra = L.grad_h_state;
+  }
   return p;
 }
 
@@ -455,9 +466,9 @@ struct StepByStep {
     const Tensor w_hh = Policy::step_operand(L.w_hh);
     const Tensor w_hr = L.has_proj() ? Policy::step_operand(L.w_hr) : Tensor();
     const Tensor grad_h_scratch = L.has_proj() ? at::empty({sched.max_batch, H}, L.w_hh.options()) : Tensor();
+    const scalar_t* const grad_h_scratch_ptr = L.has_proj() ? grad_h_scratch.const_data_ptr<scalar_t>() : nullptr;
     for (int64_t k = sched.steps() - 1; k >= 0; --k) {
       const int64_t t = sched.time_at(k), rows = sched.batch_sizes[t], off = sched.offsets[t];
-      LstmBackwardStep<scalar_t, acc_t> p = lstm_backward_step(L, t);
       if (L.has_proj()) {
         // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ w_hr.
         const Tensor grad_r_t = at::from_blob(L.grad_r + off * P, {rows, P}, w_hh.options());
@@ -470,14 +481,8 @@ struct StepByStep {
         }
         Policy::step_gemm(w_hr, L.grad_r + off * P, P, grad_h_scratch.mutable_data_ptr<scalar_t>(), H, rows,
                           /*accumulate=*/false);
-        p.grad_h = grad_h_scratch.const_data_ptr<scalar_t>();
-        p.grad_h_ld = H;
-        p.grad_h_extra = nullptr;
-      } else {
-        p.grad_h = L.grad_output != nullptr ? L.grad_output + off * P : nullptr;
-        p.grad_h_ld = P;
-        p.grad_h_extra = L.grad_h_state;
       }
+      const LstmBackwardStep<scalar_t, acc_t> p = lstm_backward_step(L, t, grad_h_scratch_ptr);
       Policy::lstm_backward(p, rows);
       Policy::step_gemm(w_hh, L.grad_gates + off * 4 * H, 4 * H, L.grad_h_state, P, rows, /*accumulate=*/false);
     }

@@ -271,7 +271,6 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
     const auto [u0, u1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{q0, q1};
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      LstmBackwardStep<T, A> p = lstm_backward_step(L, t);
       if (proj) {
         // dL/dr_t = grad_output_t + carried (own columns), then dL/dh_t = dL/dr_t @ W_hr (own units).
         T* grad_r = L.grad_r + off * P;
@@ -283,14 +282,8 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
         }
         team_barrier();  // dL/dr_t complete
         w_hr.gemm_columns(gemm, grad_r, P, 1, grad_h, H, rows, u0, u1, /*accumulate=*/false);
-        p.grad_h = grad_h;
-        p.grad_h_ld = H;
-        p.grad_h_extra = nullptr;
-      } else {
-        p.grad_h = L.grad_output != nullptr ? L.grad_output + off * P : nullptr;
-        p.grad_h_ld = P;
-        p.grad_h_extra = L.grad_h_state;
       }
+      const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
       IsaT::lstm_backward(p, 0, rows, u0, u1);
       team_barrier();  // dL/dgates_t complete
       w_hh.gemm_columns(gemm, p.grad_gates, 4 * H, 1, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
