@@ -129,6 +129,12 @@ def test_op_level_checks_name_the_argument():
         rnnfused.ops.lstm_layer(x, w_ih, torch.randn(4 * H, H + 1), None, None, None, h0, c0)
     with pytest.raises(RuntimeError, match="c0 has dtype Double but input has dtype Float"):
         rnnfused.ops.lstm_layer(x, w_ih, w_hh, None, None, None, h0, c0.double())
+    # 16-bit calls run in float32 on most CPUs: a mismatch must still be reported as it is.
+    with pytest.raises(RuntimeError, match="w_hh has dtype Float but input has dtype BFloat16"):
+        rnnfused.ops.lstm_layer(x.bfloat16(), w_ih.bfloat16(), w_hh, None, None, None, h0.bfloat16(), c0.bfloat16())
+    with pytest.raises(RuntimeError, match="h0 has dtype Half but input has dtype BFloat16"):
+        rnnfused.ops.rnn_layer(x.bfloat16(), torch.randn(H, I).bfloat16(), torch.randn(H, H).bfloat16(), None, None,
+                               h0.half(), None, False, "tanh")
     with pytest.raises(RuntimeError, match="h0 must have shape"):
         rnnfused.ops.lstm_layer(x, w_ih, w_hh, None, None, None, torch.zeros(3, H), c0)
     with pytest.raises(RuntimeError, match="batch_sizes must be non-increasing"):

@@ -132,6 +132,27 @@ def test_opcheck_cells(device):
                           (torch.randn_like(hy), *args[:4], hy, "relu"))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_opcheck_16bit(device, dtype):
+    """16-bit calls (on CPUs without 16-bit kernels: computed in float32, rounded on the way out)
+    keep the dtype and shapes the fake kernels state, forward and backward."""
+    cast = lambda args: tuple(a.detach().to(dtype).requires_grad_() if isinstance(a, torch.Tensor)  # noqa: E731
+                              and a.is_floating_point() else a for a in args)
+    args = cast(lstm_args(device, True, True, True, False))
+    torch.library.opcheck(torch.ops.rnnfused.lstm_layer_forward.default, args)
+    x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, _ = _no_grad(args)
+    out, h_n, c_n, ws = torch.ops.rnnfused.lstm_layer_forward(*_no_grad(args))
+    assert {t.dtype for t in (out, h_n, c_n, ws)} == {dtype}
+    torch.library.opcheck(torch.ops.rnnfused.lstm_layer_backward.default,
+                          (torch.randn_like(out), torch.randn_like(h_n), torch.randn_like(c_n), x, w_ih, w_hh,
+                           w_hr, h0, c0, out, ws, batch_sizes, reverse))
+    args = cast(rnn_args(device, False, True, False, "tanh"))
+    torch.library.opcheck(torch.ops.rnnfused.rnn_layer_forward.default, args)
+    x, hx, cx = (rand(B, n, device=device, dtype=dtype) for n in (I, H, H))
+    w_ih, w_hh = rand(4 * H, I, device=device, dtype=dtype), rand(4 * H, H, device=device, dtype=dtype)
+    torch.library.opcheck(torch.ops.rnnfused.lstm_cell_forward.default, (x, hx, cx, w_ih, w_hh, None, None, True))
+
+
 def test_every_op_is_covered_by_opcheck():
     """A new op in registration.cpp must get an opcheck (and a gradcheck) here."""
     covered = {"lstm_layer_forward", "lstm_layer_backward", "rnn_layer_forward", "rnn_layer_backward",

@@ -5,6 +5,7 @@
 
 #include "../gated_candidate_layer.h"
 #include "elementwise.h"
+#include "float_compute.h"
 
 namespace rnnfused {
 namespace {
@@ -22,11 +23,17 @@ struct CpuGatedPointwise {
   }
 };
 
+// No 16-bit kernels: float16 / bfloat16 run in float32 (float_compute.h).
+bool has_16bit_kernels(at::ScalarType) { return false; }
+
+template <auto kOp>
+constexpr auto kCpuImpl = &ComputeInFloat<kOp, &has_16bit_kernels>::call;
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnfused, CPU, m) {
-  m.impl("gated_candidate_lstm_layer_forward", &gated_candidate_lstm_layer_forward_impl<CpuGatedPointwise>);
-  m.impl("gated_candidate_lstm_layer_backward", &gated_candidate_lstm_layer_backward_impl<CpuGatedPointwise>);
+  m.impl("gated_candidate_lstm_layer_forward", kCpuImpl<&gated_candidate_lstm_layer_forward_impl<CpuGatedPointwise>>);
+  m.impl("gated_candidate_lstm_layer_backward", kCpuImpl<&gated_candidate_lstm_layer_backward_impl<CpuGatedPointwise>>);
 }
 
 }  // namespace rnnfused

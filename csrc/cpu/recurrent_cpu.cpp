@@ -9,10 +9,11 @@
 // of its units and then their pointwise pass while they are still in cache, and the team meets
 // once per step (twice with proj_size).
 //
-// float16, CPUs without AVX2 and sequences too short to pay for packing (a cell step: under
+// CPUs without AVX2 and sequences too short to pay for packing (a cell step: under
 // kPackMinRows rows in all) run the driver's StepByStep loops: the GEMMs on the weights as they
 // lie (float / double: unpacked_gemm; otherwise ATen's BLAS), and the vectorized pointwise rows
 // (16-bit types computed in float) or gate_math.h's element bodies over every (row, unit).
+// float16, and bfloat16 without AVX512-BF16, run all of this in float32 (float_compute.h).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
@@ -22,6 +23,7 @@
 
 #include "../recurrent_layer.h"
 #include "elementwise.h"
+#include "float_compute.h"
 #include "panel_gemm_bf16.h"
 #include "panels.h"
 #include "pointwise_vec.h"
@@ -457,17 +459,27 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   }
 };
 
+// bfloat16 runs natively where the AVX512-BF16 panel kernel serves it; float16, and bfloat16
+// elsewhere, run the float32 kernels (float_compute.h).
+bool has_16bit_kernels(at::ScalarType dtype) {
+  static const bool bf16_dot = cpu_kernel() == CpuKernel::Avx512 && avx512_bf16::supported();
+  return dtype == at::kBFloat16 && bf16_dot;
+}
+
+template <auto kOp>
+constexpr auto kCpuImpl = &ComputeInFloat<kOp, &has_16bit_kernels>::call;
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnfused, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_impl<CpuPolicy>);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_impl<CpuPolicy>);
-  m.impl("rnn_layer_forward", &rnn_layer_forward_impl<CpuPolicy>);
-  m.impl("rnn_layer_backward", &rnn_layer_backward_impl<CpuPolicy>);
-  m.impl("lstm_cell_forward", &lstm_cell_forward_impl<CpuPolicy>);
-  m.impl("lstm_cell_backward", &lstm_cell_backward_impl<CpuPolicy>);
-  m.impl("rnn_cell_forward", &rnn_cell_forward_impl<CpuPolicy>);
-  m.impl("rnn_cell_backward", &rnn_cell_backward_impl<CpuPolicy>);
+  m.impl("lstm_layer_forward", kCpuImpl<&lstm_layer_forward_impl<CpuPolicy>>);
+  m.impl("lstm_layer_backward", kCpuImpl<&lstm_layer_backward_impl<CpuPolicy>>);
+  m.impl("rnn_layer_forward", kCpuImpl<&rnn_layer_forward_impl<CpuPolicy>>);
+  m.impl("rnn_layer_backward", kCpuImpl<&rnn_layer_backward_impl<CpuPolicy>>);
+  m.impl("lstm_cell_forward", kCpuImpl<&lstm_cell_forward_impl<CpuPolicy>>);
+  m.impl("lstm_cell_backward", kCpuImpl<&lstm_cell_backward_impl<CpuPolicy>>);
+  m.impl("rnn_cell_forward", kCpuImpl<&rnn_cell_forward_impl<CpuPolicy>>);
+  m.impl("rnn_cell_backward", kCpuImpl<&rnn_cell_backward_impl<CpuPolicy>>);
 }
 
 }  // namespace rnnfused
