@@ -47,17 +47,19 @@ def test_rnn_cell(device, dtype, nonlinearity, bias, batched, with_hx):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["LSTMCell", "RNNCell"])
-def test_wide_cells(device, dtype, kind):
-    """A batch of 40 (the CPU's few-rows GEMM takes the rows in chunks of 16 floats, one AVX-512
-    or two AVX2 vectors: 16 + 16 + 8) and 37 units (gate rows in tiles of 16 (AVX-512) or 6
-    (AVX2) plus a remainder)."""
+@pytest.mark.parametrize("batch", [1, 2, 3, 5, 9, 40])
+def test_wide_cells(device, dtype, kind, batch):
+    """Every path of the CPU's few-rows GEMM: dot products for batches up to 4 (19 inputs: whole
+    vectors plus a tail of k), then A^T packed in chunks of up to 16 floats (one AVX-512 or two
+    AVX2 vectors; AVX2 packs a chunk of up to 8 rows into one: 40 = 16 + 16 + 8); 37 units (gate
+    rows in tiles of 16 (AVX-512), 6 (AVX2) or 4 / 2 (dot products) plus a remainder)."""
     classes = (rnnfused.LSTMCell, nn.LSTMCell) if kind == "LSTMCell" else (rnnfused.RNNCell, nn.RNNCell)
     ref, fused = twin(*classes, 19, 37, device=device, dtype=dtype)
     states = 2 if kind == "LSTMCell" else 1
 
     def make():
-        x = torch.randn(40, 19, device=device, dtype=dtype, requires_grad=True)
-        hs = [torch.randn(40, 37, device=device, dtype=dtype, requires_grad=True) for _ in range(states)]
+        x = torch.randn(batch, 19, device=device, dtype=dtype, requires_grad=True)
+        hs = [torch.randn(batch, 37, device=device, dtype=dtype, requires_grad=True) for _ in range(states)]
         return (x, tuple(hs) if states == 2 else hs[0]), [x, *hs]
 
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))

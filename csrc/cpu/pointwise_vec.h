@@ -14,6 +14,9 @@
 
 namespace rnnfused {
 
+// Rows of A up to which a few-rows GEMM runs as dot products (few_rows_dot).
+constexpr int64_t kFewRowsDotMax = 4;
+
 // S is the storage type (float, double, at::BFloat16, at::Half), A the arithmetic type (S, or
 // float for the 16-bit types).
 #define RNNF_DECLARE_VECTORIZED_KERNELS(ns)                                                   \
@@ -43,11 +46,16 @@ namespace rnnfused {
   template <typename T>                                                                        \
   void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width, \
                        int64_t panels_per_group, T* dst);                                      \
-  /* Rows of A per few_rows_gemm call: the columns of its packed A^T. */                        \
+  /* C[m, n] = init + sum_k A[m, k] W[n, k], m < M <= kFewRowsDotMax, n < rows, W and A       \
+     row-major (row strides ldw, lda). For a single step of a small batch on unpacked weights. */ \
   template <typename T>                                                                        \
-  int64_t few_rows_width();                                                                    \
-  /* C[m, n] = init + sum_k A[m, k] W[n, k], m < M <= few_rows_width, n < rows, W row-major;   \
-     A given as a_t, A^T packed (K, few_rows_width). For a single step on unpacked weights. */ \
+  void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c, \
+                    int64_t ldc, int64_t rows, const T* bias, bool accumulate);                \
+  /* Columns of the packed A^T that few_rows_gemm takes for M rows of A (M or more). */        \
+  template <typename T>                                                                        \
+  int64_t few_rows_width(int64_t M);                                                           \
+  /* As few_rows_dot, for M <= few_rows_width(M) rows of A given as a_t, A^T packed as        \
+     (K, few_rows_width(M)) with zero columns past M. */                                       \
   template <typename T>                                                                        \
   void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c,        \
                      int64_t ldc, int64_t rows, const T* bias, bool accumulate);               \

@@ -255,22 +255,85 @@ void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // The GEMM of a few rows against a weight as it lies, for a single cell step where packing the
-// weight would cost more than the product: C[m, n] = init + sum_k A[m, k] W[n, k] for m < M <=
-// few_rows_width<T>(), n < rows, W row-major (row stride ldw). Computed as W @ A^T with A^T
-// packed as (K, few_rows_width<T>()) (a_t; columns past M zero): a tile of rows of W holds
-// accumulators over the rows of A, per k one load of a_t per vector feeds one broadcast FMA per
-// row of W and vector.
+// weight would cost more than the product: C[m, n] = init + sum_k A[m, k] W[n, k] for m < M,
+// n < rows, W row-major (row stride ldw).
 //
-// AVX-512: a square tile (Vec<T>::size() rows of W, one vector of A rows), transposed into C in
-// registers. AVX2 has half the registers, too few for a square tile to hide its broadcast loads:
-// its tile is 6 rows of W against two vectors of A rows (12 accumulators; W is read once for up
-// to 16 float rows of A instead of twice), written to C element by element.
-constexpr int64_t kFewRowsVecs = kAvx512Registers ? 1 : 2;
-constexpr int64_t kFewRowsTileRows = 6;  // rows of W per two-vector tile
+// Up to kFewRowsDotMax rows of A (small-batch decoding): dot products along the contiguous rows
+// of W and A, a few rows of W at a time, so that every element of W is loaded once and used M
+// times, with no padded lanes.
+//
+// More rows: W @ A^T with A^T packed as (K, width), width = few_rows_width<T>(M) (a_t; columns
+// past M zero): a tile of rows of W holds accumulators over the rows of A, per k one load of a_t
+// per vector feeds one broadcast FMA per row of W and vector. AVX-512: a square tile
+// (Vec<T>::size() rows of W, one vector of A rows), transposed into C in registers. AVX2 has half
+// the registers, too few for a square tile to hide its broadcast loads: its tile is 6 rows of W
+// against one or two vectors of A rows (W is read once for up to 16 float rows of A), written to
+// C element by element.
+constexpr int64_t kFewRowsMaxVecs = kAvx512Registers ? 1 : 2;
+constexpr int64_t kFewRowsTileRows = 6;  // rows of W per wide tile
 
 template <typename T>
-int64_t few_rows_width() {
-  return kFewRowsVecs * Vec<T>::size();
+int64_t few_rows_width(int64_t M) {
+  const int64_t vecs = std::min<int64_t>(kFewRowsMaxVecs, (M + Vec<T>::size() - 1) / Vec<T>::size());
+  return std::max<int64_t>(1, vecs) * Vec<T>::size();
+}
+
+// R rows of W against M <= kFewRowsDotMax rows of A, both read along k.
+template <typename T, int64_t R, int64_t M>
+void few_rows_dot_tile(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, T* c, int64_t ldc,
+                       const T* bias, bool accumulate) {
+  constexpr int64_t W = Vec<T>::size();
+  Vec<T> acc[R][M];
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t m = 0; m < M; ++m) acc[r][m] = Vec<T>(T(0));
+  }
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    Vec<T> a_k[M];
+    for (int64_t m = 0; m < M; ++m) a_k[m] = Vec<T>::loadu(a + m * lda + k);
+    for (int64_t r = 0; r < R; ++r) {
+      const Vec<T> w_rk = Vec<T>::loadu(w + r * ldw + k);
+      for (int64_t m = 0; m < M; ++m) acc[r][m] = at::vec::fmadd(w_rk, a_k[m], acc[r][m]);
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t m = 0; m < M; ++m) {
+      T lanes[W];
+      acc[r][m].store(lanes);
+      T sum = accumulate ? c[m * ldc + r] : (bias != nullptr ? bias[r] : T(0));
+      for (int64_t i = 0; i < W; ++i) sum += lanes[i];
+      for (int64_t j = k; j < K; ++j) sum += w[r * ldw + j] * a[m * lda + j];
+      c[m * ldc + r] = sum;
+    }
+  }
+}
+
+// Rows of W per dot-product tile: R x M accumulators, M loads of A and one of W per k vector.
+template <int64_t M>
+constexpr int64_t kDotTileRows = M <= 2 ? 4 : 2;
+
+template <typename T, int64_t M>
+void few_rows_dot_rows(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, T* c, int64_t ldc,
+                       int64_t rows, const T* bias, bool accumulate) {
+  constexpr int64_t R = kDotTileRows<M>;
+  auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
+  int64_t n = 0;
+  for (; n + R <= rows; n += R) {
+    few_rows_dot_tile<T, R, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_at(n), accumulate);
+  }
+  for (; n < rows; ++n) few_rows_dot_tile<T, 1, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_at(n), accumulate);
+}
+
+template <typename T>
+void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c, int64_t ldc,
+                  int64_t rows, const T* bias, bool accumulate) {
+  static_assert(kFewRowsDotMax == 4);
+  switch (M) {
+    case 1: return few_rows_dot_rows<T, 1>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
+    case 2: return few_rows_dot_rows<T, 2>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
+    case 3: return few_rows_dot_rows<T, 3>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
+    default: return few_rows_dot_rows<T, 4>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
+  }
 }
 
 template <typename T>
@@ -293,11 +356,11 @@ void few_rows_square_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int6
   }
 }
 
-// R rows of W against kFewRowsVecs vectors of A rows.
-template <typename T, int64_t R>
+// R rows of W against V vectors of A rows (a_t has V * Vec<T>::size() columns).
+template <typename T, int64_t R, int64_t V>
 void few_rows_wide_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
                         const T* bias, bool accumulate) {
-  constexpr int64_t W = Vec<T>::size(), V = kFewRowsVecs;
+  constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[R][V];
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t v = 0; v < V; ++v) acc[r][v] = Vec<T>(T(0));
@@ -322,12 +385,32 @@ void few_rows_wide_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_
   }
 }
 
+template <typename T, int64_t V>
+void few_rows_wide_rows(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
+                        int64_t rows, const T* bias, bool accumulate) {
+  constexpr int64_t R = kFewRowsTileRows;
+  auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
+  int64_t n = 0;
+  for (; n + R <= rows; n += R) {
+    few_rows_wide_tile<T, R, V>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate);
+  }
+  const T* w_n = w + n * ldw;
+  switch (rows - n) {
+    case 0: break;
+    case 1: few_rows_wide_tile<T, 1, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+    case 2: few_rows_wide_tile<T, 2, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+    case 3: few_rows_wide_tile<T, 3, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+    case 4: few_rows_wide_tile<T, 4, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+    default: few_rows_wide_tile<T, 5, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+  }
+}
+
 template <typename T>
 void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
                    int64_t rows, const T* bias, bool accumulate) {
-  auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
-  if constexpr (kFewRowsVecs == 1) {
+  if constexpr (kAvx512Registers) {
     constexpr int64_t W = Vec<T>::size();
+    auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
     int64_t n = 0;
     for (; n + W <= rows; n += W) {
       few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate);
@@ -339,21 +422,10 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
         c[m * ldc + n] = sum;
       }
     }
+  } else if (M <= Vec<T>::size()) {
+    few_rows_wide_rows<T, 1>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
   } else {
-    constexpr int64_t R = kFewRowsTileRows;
-    int64_t n = 0;
-    for (; n + R <= rows; n += R) {
-      few_rows_wide_tile<T, R>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate);
-    }
-    const T* w_n = w + n * ldw;
-    switch (rows - n) {
-      case 0: break;
-      case 1: few_rows_wide_tile<T, 1>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-      case 2: few_rows_wide_tile<T, 2>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-      case 3: few_rows_wide_tile<T, 3>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-      case 4: few_rows_wide_tile<T, 4>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-      default: few_rows_wide_tile<T, 5>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-    }
+    few_rows_wide_rows<T, 2>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
   }
 }
 
@@ -410,8 +482,10 @@ template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, in
 template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, const double*, bool);
 template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
 template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double*);
-template int64_t few_rows_width<float>();
-template int64_t few_rows_width<double>();
+template int64_t few_rows_width<float>(int64_t);
+template int64_t few_rows_width<double>(int64_t);
+template void few_rows_dot<float>(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
+template void few_rows_dot<double>(const double*, int64_t, const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
 template void few_rows_gemm<float>(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
 template void few_rows_gemm<double>(const double*, int64_t, const double*, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
 

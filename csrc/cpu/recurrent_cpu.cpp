@@ -20,6 +20,7 @@
 
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../recurrent_layer.h"
 #include "elementwise.h"
@@ -64,8 +65,13 @@ struct Isa {
     else { RNNF_ISA_FORWARD(template panel_gemm<T>) }
   }
   template <typename T>
-  static int64_t few_rows_width() {
-    RNNF_ISA_FORWARD(template few_rows_width<T>())
+  static int64_t few_rows_width(int64_t M) {
+    RNNF_ISA_FORWARD(template few_rows_width<T>(M))
+  }
+  template <typename T>
+  static void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c,
+                           int64_t ldc, int64_t rows, const T* bias, bool accumulate) {
+    RNNF_ISA_FORWARD(template few_rows_dot<T>(w, ldw, a, lda, K, M, c, ldc, rows, bias, accumulate))
   }
   template <typename T>
   static void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
@@ -151,27 +157,45 @@ constexpr int64_t kMacsPerThread = int64_t(1) << 16;
 int64_t team_size_for(int64_t step_macs) { return std::max<int64_t>(1, step_macs / kMacsPerThread); }
 
 // C (M, N) = init + A (M, K) @ W^T for M < kPackMinRows rows, W (N, K) row-major (row stride
-// ldw) read as it lies: A^T is packed in chunks of few_rows_width rows (cheap: M x K), and
-// threads split W's rows. init as for PanelGemmFn.
+// ldw) read as it lies, threads splitting W's rows: dot products for up to kFewRowsDotMax rows of
+// A; otherwise A^T is packed (cheap: M x K) in chunks of at most few_rows_width rows, each chunk
+// as wide as its rows need. init as for PanelGemmFn.
 template <typename IsaT, typename T>
 void unpacked_gemm(const T* w, int64_t ldw, int64_t N, int64_t K, const T* a, int64_t lda, int64_t M, T* c,
                    int64_t ldc, const T* bias, bool accumulate) {
-  const int64_t width = IsaT::template few_rows_width<T>(), chunks = (M + width - 1) / width;
-  const Tensor a_t = scratch_empty({chunks, K, width}, c10::CppTypeToScalarType<T>::value);
+  const int64_t rows_per_task = std::max<int64_t>(128, kMacsPerThread / std::max<int64_t>(1, K * M));
+  if (M <= kFewRowsDotMax) {
+    at::parallel_for(0, N, rows_per_task, [&](int64_t n0, int64_t n1) {
+      IsaT::few_rows_dot(w + n0 * ldw, ldw, a, lda, K, M, c + n0, ldc, n1 - n0,
+                         bias != nullptr ? bias + n0 : nullptr, accumulate);
+    });
+    return;
+  }
+  struct Chunk {
+    int64_t first_row, rows, width, offset;  // rows of A; columns and first element of its A^T
+  };
+  std::vector<Chunk> chunks;
+  int64_t packed_size = 0;
+  for (int64_t m0 = 0; m0 < M;) {
+    const int64_t width = IsaT::template few_rows_width<T>(M - m0), rows = std::min(width, M - m0);
+    chunks.push_back({m0, rows, width, packed_size});
+    packed_size += K * width;
+    m0 += rows;
+  }
+  const Tensor a_t = scratch_empty({packed_size}, c10::CppTypeToScalarType<T>::value);
   T* at_data = a_t.mutable_data_ptr<T>();
-  for (int64_t j = 0; j < chunks; ++j) {
+  for (const Chunk& chunk : chunks) {
+    T* dst = at_data + chunk.offset;
     for (int64_t k = 0; k < K; ++k) {
-      for (int64_t i = 0; i < width; ++i) {
-        const int64_t m = j * width + i;
-        at_data[(j * K + k) * width + i] = m < M ? a[m * lda + k] : T(0);
+      for (int64_t i = 0; i < chunk.width; ++i) {
+        dst[k * chunk.width + i] = i < chunk.rows ? a[(chunk.first_row + i) * lda + k] : T(0);
       }
     }
   }
-  constexpr int64_t kRowsPerTask = 128;
-  at::parallel_for(0, N, kRowsPerTask, [&](int64_t n0, int64_t n1) {
-    for (int64_t j = 0; j < chunks; ++j) {
-      IsaT::few_rows_gemm(w + n0 * ldw, ldw, at_data + j * K * width, K, std::min(width, M - j * width),
-                          c + j * width * ldc + n0, ldc, n1 - n0, bias != nullptr ? bias + n0 : nullptr, accumulate);
+  at::parallel_for(0, N, rows_per_task, [&](int64_t n0, int64_t n1) {
+    for (const Chunk& chunk : chunks) {
+      IsaT::few_rows_gemm(w + n0 * ldw, ldw, at_data + chunk.offset, K, chunk.rows, c + chunk.first_row * ldc + n0,
+                          ldc, n1 - n0, bias != nullptr ? bias + n0 : nullptr, accumulate);
     }
   });
 }
