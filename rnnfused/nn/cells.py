@@ -27,11 +27,11 @@ class LSTMCell(nn.LSTMCell):
             hx = (zeros, zeros)
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
-        check_cell_inputs(input, list(hx), self.weight_ih, self.hidden_size)
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        check_cell_inputs(input, list(hx), weights[0], self.hidden_size)
         training = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (input, *hx, *self.parameters()))
-        hy, cy = ops.lstm_cell(input, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih,
-                               self.bias_hh, training)
+            t is not None and t.requires_grad for t in (input, *hx, *weights))
+        hy, cy = ops.lstm_cell(input, hx[0], hx[1], *weights, training)
         if not is_batched:
             return hy.squeeze(0), cy.squeeze(0)
         return hy, cy

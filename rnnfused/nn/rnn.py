@@ -25,11 +25,12 @@ def _needs_grad(tensors) -> bool:
 class _FusedStack:
     """Shared by LSTM and RNN: runs every layer and direction over a time-major sequence."""
 
-    def _layer_weights(self, layer: int, direction: int) -> list[Tensor | None]:
-        """[w_ih, w_hh, b_ih, b_hh, w_hr] of one layer-direction (None where absent)."""
+    def _layer_weights(self, weights: dict[str, Tensor], layer: int, direction: int) -> list[Tensor | None]:
+        """[w_ih, w_hh, b_ih, b_hh, w_hr] of one layer-direction (None where absent), from
+        ``weights``: name -> parameter, as torch.nn's RNNBase keeps them in _flat_weights."""
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
         names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
-        return [getattr(self, name + suffix, None) for name in names]
+        return [weights.get(name + suffix) for name in names]
 
     def _run_stack(self, x: Tensor, batch_sizes: Tensor | None, states: list[Tensor], run_layer):
         """x: (T, B, I) or packed (N, I); states: tensors of shape (L*D, B, ·).
@@ -38,6 +39,7 @@ class _FusedStack:
         Returns the last layer's output and the stacked final states.
         """
         num_directions = 2 if self.bidirectional else 1
+        weights = dict(zip(self._flat_weights_names, self._flat_weights))
         finals: list[list[Tensor]] = [[] for _ in states]
         layer_input = x
         for layer in range(self.num_layers):
@@ -45,7 +47,7 @@ class _FusedStack:
             for direction in range(num_directions):
                 index = layer * num_directions + direction
                 output, *layer_finals = run_layer(
-                    layer_input, self._layer_weights(layer, direction),
+                    layer_input, self._layer_weights(weights, layer, direction),
                     [s[index] for s in states], direction == 1)
                 outputs.append(output)
                 for acc, final in zip(finals, layer_finals):
@@ -53,7 +55,8 @@ class _FusedStack:
             layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
             if self.dropout != 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, [torch.stack(f, 0) for f in finals]
+        # (L*D, B, ·); a single layer-direction's fresh state tensor is viewed, not copied.
+        return layer_input, [f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f, 0) for f in finals]
 
     def _time_major(self, input: Tensor) -> Tensor:
         return input.transpose(0, 1) if self.batch_first else input
@@ -105,7 +108,7 @@ class LSTM(_FusedStack, nn.LSTM):
         if batch_sizes is None and self.batch_first:
             input = self._time_major(input)
 
-        training = _needs_grad([input, *hx, *self.parameters()])
+        training = _needs_grad([input, *hx, *self._flat_weights])
 
         def run_layer(layer_input, weights, states, reverse):
             w_ih, w_hh, b_ih, b_hh, w_hr = weights
