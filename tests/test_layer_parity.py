@@ -222,6 +222,21 @@ def test_parameters_and_repr_are_torchs():
     assert isinstance(fused, nn.LSTM) and isinstance(rnnfused.RNN(2, 3), nn.RNN)
 
 
+@pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
+def test_swapped_weights_are_used(cls_pair):
+    """Weights swapped in after construction (torch.func.functional_call, assigning a new
+    Parameter) are the ones the forward runs, as in torch.nn."""
+    fused, ref = (cls(3, 4, num_layers=2).double() for cls in cls_pair)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    params = {name: torch.randn_like(p) for name, p in ref.named_parameters()}
+    want = torch.func.functional_call(ref, params, (x,))[0]
+    torch.testing.assert_close(torch.func.functional_call(fused, params, (x,))[0], want)
+    for module in (ref, fused):
+        module.weight_hh_l1 = nn.Parameter(params["weight_hh_l1"].flip(0))
+        module.load_state_dict({**params, "weight_hh_l1": module.weight_hh_l1}, strict=True)
+    torch.testing.assert_close(fused(x)[0], ref(x)[0])
+
+
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
 def test_float32_shapes_on_the_packed_weight_gemm_path(device, packed, cls_pair):

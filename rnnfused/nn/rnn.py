@@ -69,6 +69,7 @@ class LSTM(_FusedStack, nn.LSTM):
     """Drop-in for torch.nn.LSTM (same constructor, parameters, state_dict, outputs, errors)."""
 
     def forward(self, input, hx=None):
+        self._update_flat_weights()  # as torch.nn: weights swapped in (torch.func.functional_call)
         num_directions = 2 if self.bidirectional else 1
         real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         orig_input = input
@@ -130,6 +131,7 @@ class RNN(_FusedStack, nn.RNN):
     """Drop-in for torch.nn.RNN (tanh or relu), same contract as torch.nn.RNN."""
 
     def forward(self, input, hx=None):
+        self._update_flat_weights()
         num_directions = 2 if self.bidirectional else 1
         orig_input = input
         batch_sizes = None
