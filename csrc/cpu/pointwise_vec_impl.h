@@ -272,6 +272,12 @@ void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
 constexpr int64_t kFewRowsMaxVecs = kAvx512Registers ? 1 : 2;
 constexpr int64_t kFewRowsTileRows = 6;  // rows of W per wide tile
 
+// The bias of C's columns from n on (none without a bias).
+template <typename T>
+const T* bias_from(const T* bias, int64_t n) {
+  return bias != nullptr ? bias + n : nullptr;
+}
+
 template <typename T>
 int64_t few_rows_width(int64_t M) {
   const int64_t vecs = std::min<int64_t>(kFewRowsMaxVecs, (M + Vec<T>::size() - 1) / Vec<T>::size());
@@ -316,12 +322,11 @@ template <typename T, int64_t M>
 void few_rows_dot_rows(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, T* c, int64_t ldc,
                        int64_t rows, const T* bias, bool accumulate) {
   constexpr int64_t R = kDotTileRows<M>;
-  auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
   int64_t n = 0;
   for (; n + R <= rows; n += R) {
-    few_rows_dot_tile<T, R, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_at(n), accumulate);
+    few_rows_dot_tile<T, R, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_from(bias, n), accumulate);
   }
-  for (; n < rows; ++n) few_rows_dot_tile<T, 1, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_at(n), accumulate);
+  for (; n < rows; ++n) few_rows_dot_tile<T, 1, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_from(bias, n), accumulate);
 }
 
 template <typename T>
@@ -389,19 +394,18 @@ template <typename T, int64_t V>
 void few_rows_wide_rows(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
                         int64_t rows, const T* bias, bool accumulate) {
   constexpr int64_t R = kFewRowsTileRows;
-  auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
   int64_t n = 0;
   for (; n + R <= rows; n += R) {
-    few_rows_wide_tile<T, R, V>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate);
+    few_rows_wide_tile<T, R, V>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate);
   }
   const T* w_n = w + n * ldw;
   switch (rows - n) {
     case 0: break;
-    case 1: few_rows_wide_tile<T, 1, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-    case 2: few_rows_wide_tile<T, 2, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-    case 3: few_rows_wide_tile<T, 3, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-    case 4: few_rows_wide_tile<T, 4, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
-    default: few_rows_wide_tile<T, 5, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate); break;
+    case 1: few_rows_wide_tile<T, 1, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
+    case 2: few_rows_wide_tile<T, 2, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
+    case 3: few_rows_wide_tile<T, 3, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
+    case 4: few_rows_wide_tile<T, 4, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
+    default: few_rows_wide_tile<T, 5, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
   }
 }
 
@@ -410,10 +414,9 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
                    int64_t rows, const T* bias, bool accumulate) {
   if constexpr (kAvx512Registers) {
     constexpr int64_t W = Vec<T>::size();
-    auto bias_at = [&](int64_t n) { return bias != nullptr ? bias + n : nullptr; };
-    int64_t n = 0;
+      int64_t n = 0;
     for (; n + W <= rows; n += W) {
-      few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_at(n), accumulate);
+      few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate);
     }
     for (; n < rows; ++n) {  // the last rows % W rows of W, one dot product per element
       for (int64_t m = 0; m < M; ++m) {
@@ -422,7 +425,7 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
         c[m * ldc + n] = sum;
       }
     }
-  } else if (M <= Vec<T>::size()) {
+  } else if (few_rows_width<T>(M) == Vec<T>::size()) {  // a_t's width, as the caller packed it
     few_rows_wide_rows<T, 1>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
   } else {
     few_rows_wide_rows<T, 2>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
