@@ -163,16 +163,19 @@ WIDE_H, WIDE_PROJ, WIDE_LENGTHS = 100, 40, [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
-def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed):
+@pytest.mark.parametrize("steps", [12, 4], ids=["panels", "few-rows"])
+def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, steps):
+    """12 steps: 156 (dense) / 90 (packed) rows, enough for the CPU to pack the weights; 4 steps:
+    52 / 46 rows, read as they lie by the few-rows kernels (13 rows of A^T, one 16-wide chunk)."""
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
     extra = dict(proj_size=proj) if kind == "LSTM" else {}
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, device=device, dtype=dtype, **extra)
     if packed:
-        make = make_packed_inputs(WIDE_LENGTHS, I, False, device, dtype)
+        make = make_packed_inputs([min(n, steps) for n in WIDE_LENGTHS], I, False, device, dtype)
     else:
         P = proj or WIDE_H
         shapes = [(4, 13, P), (4, 13, WIDE_H)] if kind == "LSTM" else [(4, 13, WIDE_H)]
-        make = dense_inputs(12, 13, len(shapes), shapes, False, False, True, device, dtype)
+        make = dense_inputs(steps, 13, len(shapes), shapes, False, False, True, device, dtype)
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
 
 

@@ -9,10 +9,12 @@
 // of its units and then their pointwise pass while they are still in cache, and the team meets
 // once per step (twice with proj_size).
 //
-// CPUs without AVX2 and sequences too short to pay for packing (a cell step: under
-// kPackMinRows rows in all) run the driver's StepByStep loops: the GEMMs on the weights as they
-// lie (float / double: unpacked_gemm; otherwise ATen's BLAS), and the vectorized pointwise rows
-// (16-bit types computed in float) or gate_math.h's element bodies over every (row, unit).
+// Sequences too short to pay for packing (a cell step: under kPackMinRows rows in all) run the
+// same forward loops on the weights as they lie (float / double: the few-rows kernels), and
+// their one-off GEMMs through unpacked_gemm. The backward of such sequences, CPUs without AVX2
+// and bfloat16 without packing run the driver's StepByStep loops: the GEMMs through
+// unpacked_gemm or ATen's BLAS, and the vectorized pointwise rows (16-bit types computed in
+// float) or gate_math.h's element bodies over every (row, unit).
 // float16, and bfloat16 without AVX512-BF16, run all of this in float32 (float_compute.h).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -150,53 +152,86 @@ bool with_panel_kernels(int64_t rows, F&& f) {
   }
 }
 
+// Runs f(Isa<...>{}) when the few-rows kernels on unpacked weights serve dtype S on this CPU
+// (float / double on AVX2 or AVX-512) and `rows` in all are too few to pay for packing.
+template <typename S, typename F>
+bool with_row_major_kernels(int64_t rows, F&& f) {
+  if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>) {
+    return rows < kPackMinRows && with_vector_isa(f);
+  }
+  return false;
+}
+
 // A team member is worth its fork and barriers above this many multiply-adds per step. Measured
 // (LSTM forward, T=100, 2 threads against 1): 64K per step (B=1, H=128) ties, 128K wins 1.25x.
 constexpr int64_t kMacsPerThread = int64_t(1) << 16;
 
 int64_t team_size_for(int64_t step_macs) { return std::max<int64_t>(1, step_macs / kMacsPerThread); }
 
-// C (M, N) = init + A (M, K) @ W^T for M < kPackMinRows rows, W (N, K) row-major (row stride
-// ldw) read as it lies, threads splitting W's rows: dot products for up to kFewRowsDotMax rows of
-// A; otherwise A^T is packed (cheap: M x K) in chunks of at most few_rows_width rows, each chunk
-// as wide as its rows need. init as for PanelGemmFn.
+// A (M, K) row-major (row stride lda), M < kPackMinRows, laid out for the few-rows kernels: read
+// as it lies by dot products for up to kFewRowsDotMax rows; otherwise A^T is packed (cheap:
+// M x K) into a buffer in chunks of at most few_rows_width rows, each chunk (K, width) as wide as
+// its rows need.
+template <typename IsaT, typename T>
+class FewRows {
+ public:
+  // Elements of the buffer that M rows of K need (0: A is read as it lies).
+  static int64_t buffer_size(int64_t M, int64_t K) {
+    int64_t size = 0;
+    if (M > kFewRowsDotMax) for_each_chunk(M, [&](int64_t, int64_t, int64_t width) { size += K * width; });
+    return size;
+  }
+
+  FewRows(const T* a, int64_t lda, int64_t M, int64_t K, T* buffer) : a_(a), lda_(lda), M_(M), K_(K), a_t_(buffer) {
+    if (M <= kFewRowsDotMax) return;
+    for_each_chunk(M, [&](int64_t first_row, int64_t rows, int64_t width) {
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t i = 0; i < width; ++i) buffer[k * width + i] = i < rows ? a[(first_row + i) * lda + k] : T(0);
+      }
+      buffer += K * width;
+    });
+  }
+
+  // C (M, n) = init + A @ W^T for W (n, K) row-major (row stride ldw); init as for PanelGemmFn.
+  void multiply(const T* w, int64_t ldw, int64_t n, T* c, int64_t ldc, const T* bias, bool accumulate) const {
+    if (M_ <= kFewRowsDotMax) {
+      IsaT::few_rows_dot(w, ldw, a_, lda_, K_, M_, c, ldc, n, bias, accumulate);
+      return;
+    }
+    const T* a_t = a_t_;
+    for_each_chunk(M_, [&](int64_t first_row, int64_t rows, int64_t width) {
+      IsaT::few_rows_gemm(w, ldw, a_t, K_, rows, c + first_row * ldc, ldc, n, bias, accumulate);
+      a_t += K_ * width;
+    });
+  }
+
+ private:
+  // f(first_row, rows, width) for the chunks of M rows, in order.
+  template <typename F>
+  static void for_each_chunk(int64_t M, F&& f) {
+    for (int64_t m0 = 0; m0 < M;) {
+      const int64_t width = IsaT::template few_rows_width<T>(M - m0), rows = std::min(width, M - m0);
+      f(m0, rows, width);
+      m0 += rows;
+    }
+  }
+
+  const T* a_;
+  int64_t lda_, M_, K_;
+  const T* a_t_;
+};
+
+// C (M, N) = init + A (M, K) @ W^T for 0 < M < kPackMinRows rows, W (N, K) row-major (row stride
+// ldw) read as it lies, threads splitting W's rows. init as for PanelGemmFn.
 template <typename IsaT, typename T>
 void unpacked_gemm(const T* w, int64_t ldw, int64_t N, int64_t K, const T* a, int64_t lda, int64_t M, T* c,
                    int64_t ldc, const T* bias, bool accumulate) {
+  const int64_t buffer_size = FewRows<IsaT, T>::buffer_size(M, K);
+  const Tensor buffer = buffer_size > 0 ? scratch_empty({buffer_size}, c10::CppTypeToScalarType<T>::value) : Tensor();
+  const FewRows<IsaT, T> a_rows(a, lda, M, K, buffer_size > 0 ? buffer.mutable_data_ptr<T>() : nullptr);
   const int64_t rows_per_task = std::max<int64_t>(128, kMacsPerThread / std::max<int64_t>(1, K * M));
-  if (M <= kFewRowsDotMax) {
-    at::parallel_for(0, N, rows_per_task, [&](int64_t n0, int64_t n1) {
-      IsaT::few_rows_dot(w + n0 * ldw, ldw, a, lda, K, M, c + n0, ldc, n1 - n0,
-                         bias != nullptr ? bias + n0 : nullptr, accumulate);
-    });
-    return;
-  }
-  struct Chunk {
-    int64_t first_row, rows, width, offset;  // rows of A; columns and first element of its A^T
-  };
-  std::vector<Chunk> chunks;
-  int64_t packed_size = 0;
-  for (int64_t m0 = 0; m0 < M;) {
-    const int64_t width = IsaT::template few_rows_width<T>(M - m0), rows = std::min(width, M - m0);
-    chunks.push_back({m0, rows, width, packed_size});
-    packed_size += K * width;
-    m0 += rows;
-  }
-  const Tensor a_t = scratch_empty({packed_size}, c10::CppTypeToScalarType<T>::value);
-  T* at_data = a_t.mutable_data_ptr<T>();
-  for (const Chunk& chunk : chunks) {
-    T* dst = at_data + chunk.offset;
-    for (int64_t k = 0; k < K; ++k) {
-      for (int64_t i = 0; i < chunk.width; ++i) {
-        dst[k * chunk.width + i] = i < chunk.rows ? a[(chunk.first_row + i) * lda + k] : T(0);
-      }
-    }
-  }
   at::parallel_for(0, N, rows_per_task, [&](int64_t n0, int64_t n1) {
-    for (const Chunk& chunk : chunks) {
-      IsaT::few_rows_gemm(w + n0 * ldw, ldw, at_data + chunk.offset, K, chunk.rows, c + chunk.first_row * ldc + n0,
-                          ldc, n1 - n0, bias != nullptr ? bias + n0 : nullptr, accumulate);
-    }
+    a_rows.multiply(w + n0 * ldw, ldw, n1 - n0, c + n0, ldc, bias != nullptr ? bias + n0 : nullptr, accumulate);
   });
 }
 
@@ -213,6 +248,68 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
     });
   }
   return false;
+}
+
+// The weights of a forward loop's per-step GEMMs, as the thread team uses them:
+//   share(id, team) -> [begin, end): thread id's columns within each group (its hidden units);
+//   gemm(id, a, lda, c, ldc, rows, begin, end, accumulate): C (rows, groups x group_width) columns
+//     g * group_width + [begin, end) of every group g = init + A (rows, K) @ W^T, for W (N, K),
+//     C row stride ldc, init C (accumulate) or 0. Called by thread id only.
+// PanelWeight packs W once per op call (sequences of kPackMinRows rows or more pay for it);
+// RowMajorWeight reads W as it lies and lays out each step's few rows of A in the calling
+// thread's own buffer (FewRows).
+template <typename T>
+struct PanelWeight {
+  PackedWeight<T> packed;
+  PanelGemmFn<T> kernel = nullptr;
+
+  template <typename IsaT>
+  static PanelWeight make(const Tensor& w_kn, int64_t groups) {
+    return {IsaT::template pack<T>(w_kn, groups), IsaT::template panel_gemm<T>()};
+  }
+  std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const { return packed.share(id, team); }
+  void gemm(int64_t /*id*/, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
+            bool accumulate) const {
+    packed.gemm_columns(kernel, a, lda, 1, c, ldc, rows, begin, end, accumulate);
+  }
+};
+
+template <typename IsaT, typename T>
+struct RowMajorWeight {
+  // Threads split the units of a group in blocks of this many (whole vectors of the pointwise pass).
+  static constexpr int64_t kUnitBlock = 16;
+  const T* w = nullptr;  // (N, K) row-major
+  int64_t K = 0, group_width = 0, groups = 0, buffer_size = 0;
+  Tensor buffers;        // (team, buffer_size): each thread's FewRows layout of A
+
+  RowMajorWeight() = default;
+  // w_kn: the (K, N) view of a row-major W (N, K); steps of up to max_rows rows, threads id < team.
+  RowMajorWeight(const Tensor& w_kn, int64_t groups_, int64_t max_rows, int64_t team)
+      : w(w_kn.const_data_ptr<T>()), K(w_kn.size(0)), group_width(w_kn.size(1) / groups_), groups(groups_),
+        buffer_size(FewRows<IsaT, T>::buffer_size(max_rows, K)) {
+    TORCH_INTERNAL_ASSERT(w_kn.t().is_contiguous());
+    if (buffer_size > 0) buffers = scratch_empty({team, buffer_size}, c10::CppTypeToScalarType<T>::value);
+  }
+  std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const {
+    const auto [first, last] = share_of((group_width + kUnitBlock - 1) / kUnitBlock, id, team);
+    return {first * kUnitBlock, std::min(last * kUnitBlock, group_width)};
+  }
+  void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
+            bool accumulate) const {
+    if (rows == 0 || begin >= end) return;
+    T* buffer = buffer_size > 0 ? buffers.mutable_data_ptr<T>() + id * buffer_size : nullptr;
+    const FewRows<IsaT, T> a_rows(a, lda, rows, K, buffer);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t first = g * group_width + begin;
+      a_rows.multiply(w + first * K, K, end - begin, c + first, ldc, nullptr, accumulate);
+    }
+  }
+};
+
+// Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
+// run_team can give.
+int64_t loop_team(int64_t step_macs) {
+  return std::min<int64_t>(team_size_for(step_macs), std::max(1, at::get_num_threads()));
 }
 
 // h_n (B, width) from the output rows where each sequence ended: the last step the recurrence
@@ -238,14 +335,12 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 // ---------------------------------------------------------------------------------------------
 // The fused time loops (float, double, bfloat16; see the top of the file).
 
-template <typename IsaT, bool kTraining, typename T, typename A>
-void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
+// w_hh: L.w_hh_kn in 4 groups (the gates); w_hr: L.w_hr_kn in 1 (empty without projection).
+template <typename IsaT, bool kTraining, typename T, typename A, typename Weight>
+void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const Weight& w_hh, const Weight& w_hr) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
-  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
-  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh_kn, 4);                       // (P, 4 x H)
-  const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr_kn, 1) : PackedWeight<T>();  // (H, P)
   const auto options = L.w_hh_kn.options();
   // Without projection every thread reads all of h_{t-1} while writing its units of h_t: two
   // buffers, h_{t-1} in one, h_t in the other (both start as h0: rows that join late read h0).
@@ -255,21 +350,21 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L) {
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
 
-  run_team(team_size_for(B * P * 4 * H), [&](int64_t id, int64_t team) {
+  run_team(max_team, [&](int64_t id, int64_t team) {
     const auto [u0, u1] = w_hh.share(id, team);
     const auto [q0, q1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{0, 0};
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       T* ws_rows = L.ws + off * ws_cols;
       const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
-      w_hh.gemm_columns(gemm, h_prev, P, 1, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
+      w_hh.gemm(id, h_prev, P, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
 
       const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, h_buffers[(k + 1) % 2], h_scratch_ptr);
       IsaT::template lstm_forward<kTraining>(p, 0, rows, u0, u1);
       if (proj) {
         team_barrier();  // h_t complete
         T* r_rows = L.output + off * P;
-        w_hr.gemm_columns(gemm, p.h_out, p.h_out_ld, 1, r_rows, P, rows, q0, q1, /*accumulate=*/false);
+        w_hr.gemm(id, p.h_out, p.h_out_ld, r_rows, P, rows, q0, q1, /*accumulate=*/false);
         copy_columns(r_rows, L.h_state, rows, P, q0, q1);
       }
       team_barrier();  // the state of step k complete
@@ -317,21 +412,20 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   });
 }
 
-template <typename IsaT, Activation act, typename T, typename A>
-void fused_rnn_forward(const RnnForwardLoop<T>& L) {
+// w_hh: L.w_hh_kn in 1 group.
+template <typename IsaT, Activation act, typename T, typename A, typename Weight>
+void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh_kn, 1);
-  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
   // h_{t-1} and h_t in two buffers, as in fused_lstm_forward.
   const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
   T* h_buffers[2] = {L.h_state, h_other.mutable_data_ptr<T>()};
 
-  run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
+  run_team(max_team, [&](int64_t id, int64_t team) {
     const auto [u0, u1] = w_hh.share(id, team);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      w_hh.gemm_columns(gemm, h_buffers[k % 2], H, 1, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
+      w_hh.gemm(id, h_buffers[k % 2], H, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
       RnnForwardStep<T> p = rnn_forward_step(L, t);
       p.h_state = h_buffers[(k + 1) % 2];
       IsaT::template rnn_forward<act, T, A>(p, 0, rows, u0, u1);
@@ -433,10 +527,20 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
 
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
-    if (!with_panel_kernels<scalar_t>(L.sched->total_rows,
-                                      [&](auto isa) { fused_lstm_forward<decltype(isa), kTraining>(L); })) {
-      StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
-    }
+    const StepSchedule& s = *L.sched;
+    const int64_t team = loop_team(s.max_batch * L.state_size * 4 * L.hidden_size);
+    const bool proj = L.has_proj();
+    const bool done = with_panel_kernels<scalar_t>(s.total_rows, [&](auto isa) {
+      using IsaT = decltype(isa);
+      using Weight = PanelWeight<scalar_t>;
+      fused_lstm_forward<IsaT, kTraining>(L, team, Weight::template make<IsaT>(L.w_hh_kn, 4),
+                                          proj ? Weight::template make<IsaT>(L.w_hr_kn, 1) : Weight());
+    }) || with_row_major_kernels<scalar_t>(s.total_rows, [&](auto isa) {
+      using Weight = RowMajorWeight<decltype(isa), scalar_t>;
+      fused_lstm_forward<decltype(isa), kTraining>(L, team, Weight(L.w_hh_kn, 4, s.max_batch, team),
+                                                   proj ? Weight(L.w_hr_kn, 1, s.max_batch, team) : Weight());
+    });
+    if (!done) StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
   }
   template <typename scalar_t, typename acc_t>
   static void lstm_backward_loop(const LstmBackwardLoop<scalar_t, acc_t>& L) {
@@ -446,10 +550,16 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_forward_loop(const RnnForwardLoop<scalar_t>& L) {
-    if (!with_panel_kernels<scalar_t>(L.sched->total_rows,
-                                      [&](auto isa) { fused_rnn_forward<decltype(isa), act, scalar_t, acc_t>(L); })) {
-      StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
-    }
+    const StepSchedule& s = *L.sched;
+    const int64_t team = loop_team(s.max_batch * L.hidden_size * L.hidden_size);
+    const bool done = with_panel_kernels<scalar_t>(s.total_rows, [&](auto isa) {
+      using IsaT = decltype(isa);
+      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, PanelWeight<scalar_t>::template make<IsaT>(L.w_hh_kn, 1));
+    }) || with_row_major_kernels<scalar_t>(s.total_rows, [&](auto isa) {
+      using IsaT = decltype(isa);
+      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, RowMajorWeight<IsaT, scalar_t>(L.w_hh_kn, 1, s.max_batch, team));
+    });
+    if (!done) StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
   }
   template <Activation act, typename scalar_t, typename acc_t>
   static void rnn_backward_loop(const RnnBackwardLoop<scalar_t>& L) {
