@@ -31,11 +31,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/core/DeviceGuard.h>
 
 #include <optional>
 #include <tuple>
 
+#include "op_scope.h"
 #include "rnnfused/attention_math.h"
 
 namespace rnnfused {
@@ -199,7 +199,7 @@ template <typename Kernels>
 std::tuple<Tensor, Tensor> additive_attention_forward_impl(
     const Tensor& query_proj, const Tensor& key_proj, const Tensor& v, const Tensor& values,
     const OptTensor& mask) {
-  const c10::OptionalDeviceGuard device_guard(query_proj.device());
+  const OpScope scope(query_proj);
   const AttentionSizes s = check_attention(query_proj, "query_proj", key_proj, "key_proj", values, mask);
   check_score_vector(v, query_proj, s);
 
@@ -233,7 +233,7 @@ template <typename Kernels>
 std::tuple<Tensor, Tensor, Tensor, Tensor> additive_attention_backward_impl(
     const OptTensor& grad_context, const OptTensor& grad_weights, const Tensor& query_proj,
     const Tensor& key_proj, const Tensor& v, const Tensor& values, const Tensor& weights) {
-  const c10::OptionalDeviceGuard device_guard(query_proj.device());
+  const OpScope scope(query_proj);
   const AttentionSizes s = check_attention(query_proj, "query_proj", key_proj, "key_proj", values, std::nullopt);
   check_score_vector(v, query_proj, s);
   check_output_like(weights, "weights", query_proj, "query_proj", {s.batch, s.query_len, s.key_len});
@@ -277,7 +277,7 @@ template <typename Kernels>
 std::tuple<Tensor, Tensor> dot_attention_forward_impl(
     const Tensor& query, const Tensor& keys, const Tensor& values, const OptTensor& mask,
     double scale) {
-  const c10::OptionalDeviceGuard device_guard(query.device());
+  const OpScope scope(query);
   const AttentionSizes s = check_attention(query, "query", keys, "keys", values, mask);
 
   const Tensor q = as_acc(query), k = as_acc(keys), val = as_acc(values);
@@ -325,7 +325,7 @@ template <typename Kernels>
 std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_impl(
     const OptTensor& grad_context, const OptTensor& grad_weights, const Tensor& query,
     const Tensor& keys, const Tensor& values, const Tensor& weights, double scale) {
-  const c10::OptionalDeviceGuard device_guard(query.device());
+  const OpScope scope(query);
   const AttentionSizes s = check_attention(query, "query", keys, "keys", values, std::nullopt);
   check_output_like(weights, "weights", query, "query", {s.batch, s.query_len, s.key_len});
   check_output_like(grad_weights, "grad_weights", query, "query", {s.batch, s.query_len, s.key_len});

@@ -59,7 +59,7 @@ template <typename Pointwise>
 std::tuple<Tensor, Tensor, Tensor, Tensor> gated_candidate_lstm_layer_forward_impl(
     const Tensor& x_proj, const Tensor& w_hh_, const Tensor& h0, const Tensor& c0,
     const OptTensor& batch_sizes, bool reverse, bool training) {
-  const c10::OptionalDeviceGuard device_guard(x_proj.device());
+  const OpScope scope(x_proj);
   GatedSizes sz;
   const Tensor x_flat = check_gated_input(x_proj, w_hh_, batch_sizes, sz);
   const StepSchedule sched = make_schedule(x_flat, batch_sizes, reverse);
@@ -117,7 +117,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gated_candidate_lstm_layer_backward_i
     const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x_proj,
     const Tensor& w_hh_, const Tensor& h0_, const Tensor& c0_, const Tensor& output_,
     const Tensor& workspace, const OptTensor& batch_sizes, bool reverse) {
-  const c10::OptionalDeviceGuard device_guard(x_proj.device());
+  const OpScope scope(x_proj);
   GatedSizes sz;
   const Tensor x_flat = check_gated_input(x_proj, w_hh_, batch_sizes, sz);
   const StepSchedule sched = make_schedule(x_flat, batch_sizes, reverse);

@@ -37,12 +37,12 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Dispatch.h>
-#include <c10/core/DeviceGuard.h>
 
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "op_scope.h"
 #include "rnnfused/gate_math.h"
 
 namespace rnnfused {
@@ -533,7 +533,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
     const OptTensor& b_hh, const OptTensor& w_hr_, const Tensor& h0_, const Tensor& c0_,
     const OptTensor& batch_sizes, bool reverse, bool training) {
-  const c10::OptionalDeviceGuard device_guard(input.device());
+  const OpScope scope(input);
   const LayerSizes sz = check_layer(input, w_ih_, w_hh_, b_ih, b_hh, w_hr_, 4);
   const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
   const int64_t N = sched.total_rows, B = sched.max_batch;
@@ -588,7 +588,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& w_hr_,
     const Tensor& h0_, const Tensor& c0_, const Tensor& output_, const Tensor& workspace,
     const OptTensor& batch_sizes, bool reverse) {
-  const c10::OptionalDeviceGuard device_guard(input.device());
+  const OpScope scope(input);
   const LayerSizes sz = check_layer(input, w_ih_, w_hh_, std::nullopt, std::nullopt, w_hr_, 4);
   const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
   const int64_t N = sched.total_rows, B = sched.max_batch;
@@ -652,7 +652,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     const Tensor& input, const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih,
     const OptTensor& b_hh, const Tensor& h0_, const OptTensor& batch_sizes, bool reverse,
     const std::string& nonlinearity) {
-  const c10::OptionalDeviceGuard device_guard(input.device());
+  const OpScope scope(input);
   const Activation act = parse_nonlinearity(nonlinearity);
   const LayerSizes sz = check_layer(input, w_ih_, w_hh_, b_ih, b_hh, std::nullopt, 1);
   const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
@@ -688,7 +688,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
     const Tensor& grad_output_, const Tensor& grad_h_n, const Tensor& input, const Tensor& w_ih_,
     const Tensor& w_hh_, const Tensor& h0_, const Tensor& output_, const OptTensor& batch_sizes,
     bool reverse, const std::string& nonlinearity) {
-  const c10::OptionalDeviceGuard device_guard(input.device());
+  const OpScope scope(input);
   const Activation act = parse_nonlinearity(nonlinearity);
   const LayerSizes sz = check_layer(input, w_ih_, w_hh_, std::nullopt, std::nullopt, std::nullopt, 1);
   const StepSchedule sched = make_schedule(input, batch_sizes, reverse);
@@ -725,12 +725,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_impl(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cells: a cell step is a layer run over a one-step sequence.
+// Cells: a cell step is a layer run over a one-step sequence (the layer's OpScope nests in the
+// cell's).
 
 template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward_impl(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool training) {
+  const OpScope scope(input);
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
   auto [output, h_n, c_n, ws] = lstm_layer_forward_impl<Policy>(
       input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, std::nullopt, hx, cx, std::nullopt, false, training);
@@ -741,6 +743,7 @@ template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward_impl(
     const Tensor& grad_hy, const Tensor& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& workspace) {
+  const OpScope scope(input);
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
   // One step: the previous state of every row is hx, so the layer output is never read.
   auto [gx, gw_ih, gw_hh, gb, gw_hr, ghx, gcx] = lstm_layer_backward_impl<Policy>(
@@ -753,6 +756,7 @@ template <typename Policy>
 Tensor rnn_cell_forward_impl(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
                              const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                              const std::string& nonlinearity) {
+  const OpScope scope(input);
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
   return std::get<1>(rnn_layer_forward_impl<Policy>(
       input.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, hx, std::nullopt, false, nonlinearity));
@@ -762,6 +766,7 @@ template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward_impl(
     const Tensor& grad_hy, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& hy, const std::string& nonlinearity) {
+  const OpScope scope(input);
   TORCH_CHECK(input.dim() == 2, "rnnfused: cell input must be 2-D (B, input_size), got ", input.dim(), "-D");
   auto [gx, gw_ih, gw_hh, gb, ghx] = rnn_layer_backward_impl<Policy>(
       Tensor(), grad_hy, input.unsqueeze(0), w_ih, w_hh, hx, hy.unsqueeze(0), std::nullopt,

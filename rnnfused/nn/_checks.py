@@ -23,14 +23,17 @@ def check_matmul_dtype(a: Tensor, weight: Tensor) -> None:
                            f"{_aten_name(a.dtype)} and {_aten_name(weight.dtype)}")
 
 
-def check_cell_inputs(input: Tensor, hidden: list[Tensor], w_ih: Tensor, hidden_size: int) -> None:
+def check_cell_inputs(input: Tensor, hidden: tuple[Tensor, ...], w_ih: Tensor, hidden_size: int) -> None:
     """ATen's checks of a cell's input (B, I) and hidden states (B, H)."""
+    dtype = w_ih.dtype
     for tensor in (input, *hidden):
-        check_matmul_dtype(tensor, w_ih)
+        if tensor.dtype != dtype:
+            check_matmul_dtype(tensor, w_ih)
     if input.size(1) != w_ih.size(1):
         raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {w_ih.size(1)}")
+    batch = input.size(0)
     for index, h in enumerate(hidden):
-        if input.size(0) != h.size(0):
+        if batch != h.size(0):
             raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {h.size(0)}")
         if h.size(1) != hidden_size:
             raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {h.size(1)}, expected {hidden_size}")
