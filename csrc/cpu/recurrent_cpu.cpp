@@ -235,19 +235,16 @@ void unpacked_gemm(const T* w, int64_t ldw, int64_t N, int64_t K, const T* a, in
   });
 }
 
-// Runs unpacked_gemm for C = A @ B (+ bias) when it applies: float / double on a vector ISA, few
-// rows, B a transposed row-major weight, A with unit column stride. False otherwise.
+// Runs unpacked_gemm for C = A @ B (+ bias) when it applies: with_row_major_kernels for M rows,
+// B a transposed row-major weight, A with unit column stride. False otherwise.
 template <typename T>
 bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c, int64_t ldc, const T* bias,
                        bool accumulate) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    if (M >= kPackMinRows || M == 0 || !B.t().is_contiguous()) return false;
-    return with_vector_isa([&](auto isa) {
-      unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc,
-                                      bias, accumulate);
-    });
-  }
-  return false;
+  if (M == 0 || !B.t().is_contiguous()) return false;
+  return with_row_major_kernels<T>(M, [&](auto isa) {
+    unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc, bias,
+                                    accumulate);
+  });
 }
 
 // The weights of a forward loop's per-step GEMMs, as the thread team uses them:
