@@ -292,8 +292,7 @@ class AttentionLSTMCell(nn.Module):
         h, c = hx if hx is not None else (zeros, zeros)
         feed = prev_attn_h if prev_attn_h is not None else zeros
         lstm = self.lstm
-        training = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (input, h, c, feed, lstm.weight_ih, lstm.weight_hh))
+        training = ops.needs_grad((input, h, c, feed, lstm.weight_ih, lstm.weight_hh))
         h, c = ops.lstm_cell(torch.cat([input, feed], dim=1), h, c, lstm.weight_ih, lstm.weight_hh,
                              lstm.bias_ih, lstm.bias_hh, training)
         context, weights = self.attention(h, memory)

@@ -18,6 +18,12 @@ _ops = torch.ops.rnnfused
 # ---------------------------------------------------------------------------------------------
 # Public functional wrappers.
 
+def needs_grad(tensors) -> bool:
+    """The ``training`` argument of an op called on ``tensors`` now: whether autograd will want
+    its gradients (None entries, absent optional tensors, are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def lstm_layer(
     input: Tensor,
     w_ih: Tensor,

@@ -414,7 +414,7 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
                    int64_t rows, const T* bias, bool accumulate) {
   if constexpr (kAvx512Registers) {
     constexpr int64_t W = Vec<T>::size();
-      int64_t n = 0;
+    int64_t n = 0;
     for (; n + W <= rows; n += W) {
       few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate);
     }

@@ -22,7 +22,6 @@
 
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "../recurrent_layer.h"
 #include "elementwise.h"

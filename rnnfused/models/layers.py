@@ -125,8 +125,7 @@ class GatedCandidateLSTM(nn.Module):
             h0, c0 = (self._check_state(s, name, batch).transpose(0, 1) for s, name in zip(hx, ("h0", "c0")))
             if sorted_indices is not None:
                 h0, c0 = h0.index_select(0, sorted_indices), c0.index_select(0, sorted_indices)
-        training = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x_proj, h0, c0, self.weight_hh))
+        training = ops.needs_grad((x_proj, h0, c0, self.weight_hh))
         output, h_n, c_n = ops.gated_candidate_lstm_layer(x_proj, self.weight_hh, h0.contiguous(), c0.contiguous(),
                                                           batch_sizes, False, training)
         if unsorted_indices is not None:

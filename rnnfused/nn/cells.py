@@ -40,8 +40,7 @@ class LSTMCell(nn.LSTMCell):
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         weights = _cell_weights(self)
         check_cell_inputs(input, hx, weights[0], self.hidden_size)
-        training = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (input, *hx, *weights))
+        training = ops.needs_grad((input, *hx, *weights))
         hy, cy = ops.lstm_cell(input, hx[0], hx[1], *weights, training)
         if not is_batched:
             return hy.squeeze(0), cy.squeeze(0)

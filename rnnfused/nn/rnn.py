@@ -18,10 +18,6 @@ from .. import ops
 from ._checks import check_matmul_dtype
 
 
-def _needs_grad(tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 class _FusedStack:
     """Shared by LSTM and RNN: runs every layer and direction over a time-major sequence."""
 
@@ -109,7 +105,7 @@ class LSTM(_FusedStack, nn.LSTM):
         if batch_sizes is None and self.batch_first:
             input = self._time_major(input)
 
-        training = _needs_grad([input, *hx, *self._flat_weights])
+        training = ops.needs_grad([input, *hx, *self._flat_weights])
 
         def run_layer(layer_input, weights, states, reverse):
             w_ih, w_hh, b_ih, b_hh, w_hr = weights
