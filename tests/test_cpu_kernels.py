@@ -4,7 +4,8 @@ The kernel follows ATen's CPU capability, chosen once per process (ATEN_CPU_CAPA
 it), so each runs in a subprocess.
 Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
 sequences of 18 rows (the per-step path of short calls) and 72 (the fused, panel-packed loops);
-float32 and float64 against torch.nn, float16 and bfloat16 against float64. The vector tanh and
+float32 and float64 against torch.nn, float16 and bfloat16 against float64 (bfloat16 also with
+an even H, for the AMX kernel). The vector tanh and
 sigmoid are checked against float64 over the whole float range, with inf and NaN."""
 import os
 import subprocess
@@ -38,9 +39,10 @@ CHECK = textwrap.dedent("""
                 for a, b in zip(*results):
                     torch.testing.assert_close(b, a, atol=tol, rtol=tol)
     # 16-bit storage (float arithmetic): against the float64 result of the same weights.
-    for dtype in (torch.bfloat16, torch.float16):
-        ref = nn.LSTM(4, 37, bidirectional=True).double()
-        fused = rnnfused.LSTM(4, 37, bidirectional=True).to(dtype)
+    # H = 48: an even K, which the AMX kernel takes (one 32-wide K block and a tail of 16).
+    for dtype, H in [(torch.bfloat16, 37), (torch.bfloat16, 48), (torch.float16, 37)]:
+        ref = nn.LSTM(4, H, bidirectional=True).double()
+        fused = rnnfused.LSTM(4, H, bidirectional=True).to(dtype)
         fused.load_state_dict(ref.state_dict())
         x = torch.randn(24, 3, 4, dtype=torch.float64)
         torch.testing.assert_close(fused(x.to(dtype))[0].double(), ref(x)[0], atol=3e-2, rtol=3e-2)
@@ -76,15 +78,19 @@ CHECK = textwrap.dedent("""
 """)
 
 def capabilities():
-    """Every capability this CPU can run: ATen's own, and each one below it."""
+    """Every capability this CPU can run: ATen's own, and each one below it; AVX-512 also with
+    the AMX bfloat16 kernel turned off, so that CPUs with AMX check the AVX512-BF16 one too."""
     order = ["default", "avx2", "avx512"]
     highest = torch.backends.cpu.get_cpu_capability().lower()
-    return order[: order.index(highest) + 1] if highest in order else ["default"]
+    found = order[: order.index(highest) + 1] if highest in order else ["default"]
+    return found + (["avx512-no-amx"] if "avx512" in found else [])
 
 
 @pytest.mark.parametrize("capability", capabilities())
 def test_kernel_matches_torch(capability):
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.removesuffix("-no-amx")}
+    if capability.endswith("-no-amx"):
+        env["RNNFUSED_CPU_AMX"] = "0"
     result = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

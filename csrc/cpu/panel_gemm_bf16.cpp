@@ -1,20 +1,27 @@
-// The bfloat16 panel GEMM micro-kernel, for CPUs with AVX512-BF16 (vdpbf16ps: the dot product of
-// bf16 pairs accumulated in float32, twice the float32 FMA rate). Same contract as the float
-// kernel of pointwise_vec_impl.h (PanelGemmFn, panels.h), with the panel in pair ("VNNI") layout:
-// row pair k/2 of a panel holds (W[k, n], W[k+1, n]) next to each other for its 64 columns, and
-// A is read by pairs (its column stride must be 1). The whole K runs in float32 registers and C
-// is rounded to bfloat16 once, at the end.
+// The bfloat16 panel GEMM micro-kernels. Same contract as the float kernel of
+// pointwise_vec_impl.h (PanelGemmFn, panels.h), with the panel in pair ("VNNI") layout: row pair
+// k/2 of a panel holds (W[k, n], W[k+1, n]) next to each other for its 64 columns, and A is read
+// by pairs (its column stride must be 1). The whole K accumulates in float32 and C is rounded to
+// bfloat16 once, at the end.
+//   avx512_bf16: vdpbf16ps, the dot product of bf16 pairs into 16 float32 lanes (CPUs with
+//                AVX512-BF16).
+//   amx_bf16:    AMX tiles (Sapphire Rapids and later): one tdpbf16ps multiplies a 16 x 32 tile
+//                of A by a 32 x 16 tile of the panel, 16x the work of a vdpbf16ps.
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define RNNF_HAVE_BF16_KERNEL 1
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #include "panel_gemm_bf16.h"
@@ -112,6 +119,145 @@ void panel_gemm(const c10::BFloat16*, int64_t, int64_t, const c10::BFloat16*, in
 #endif
 
 }  // namespace avx512_bf16
+
+namespace amx_bf16 {
+
+#ifdef RNNF_HAVE_BF16_KERNEL
+namespace {
+
+// The tiles of one block of up to 16 rows of C (a panel's 64 columns = 4 tiles of 16):
+//   0-3 C (float32, rows x 16)      4 A (rows x 32 bf16)     5 panel (16 pairs x 16 columns)
+//   6, 7: A and panel for the last K % 32 (K even).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};  // bytes per row
+  uint8_t rows[16] = {};
+};
+
+TileConfig tile_config(int64_t rows, int64_t k_tail) {
+  TileConfig config;
+  for (int t = 0; t < 4; ++t) config.rows[t] = uint8_t(rows), config.colsb[t] = 64;
+  config.rows[4] = uint8_t(rows), config.colsb[4] = 64;
+  config.rows[5] = 16, config.colsb[5] = 64;
+  if (k_tail > 0) {
+    config.rows[6] = uint8_t(rows), config.colsb[6] = uint16_t(k_tail * 2);
+    config.rows[7] = uint8_t(k_tail / 2), config.colsb[7] = 64;
+  }
+  return config;
+}
+
+constexpr int64_t kPairRowBytes = kBf16PanelWidth * 2 * sizeof(c10::BFloat16);  // one row pair of a panel
+
+}  // namespace
+
+bool supported() {
+  static const bool usable = [] {
+    const char* env = std::getenv("RNNFUSED_CPU_AMX");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    unsigned eax, ebx, ecx, edx;
+    if (!avx512_bf16::supported() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool amx_bf16 = edx & (1u << 22), amx_tile = edx & (1u << 24);
+    // Linux hands out the tile registers only to processes that ask (ARCH_REQ_XCOMP_PERM for
+    // XFEATURE_XTILEDATA); without it the first tile instruction faults.
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return amx_bf16 && amx_tile && syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+
+void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t a_cs, const c10::BFloat16* panel, int64_t K,
+                c10::BFloat16* c, int64_t ldc, int64_t rows, int64_t valid_cols, const c10::BFloat16* bias,
+                bool accumulate) {
+  if (K % 2 != 0) {  // a tile row pairs A's elements: an odd K leaves half a pair (rare; no tiles)
+    avx512_bf16::panel_gemm(a, a_rs, a_cs, panel, K, c, ldc, rows, valid_cols, bias, accumulate);
+    return;
+  }
+  const int64_t k_full = K / 32 * 32, k_tail = K - k_full;
+  const int64_t a_stride = a_rs * int64_t(sizeof(c10::BFloat16));
+  __mmask16 masks[4];
+  for (int64_t v = 0; v < 4; ++v) {
+    const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
+    masks[v] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+  alignas(64) float c_tiles[4][16][16];  // C's float32 tiles on their way in and out
+  int64_t configured_rows = -1;
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t mr = std::min<int64_t>(16, rows - r0);
+    if (mr != configured_rows) {
+      // The configuration is per thread and other code (oneDNN) may have changed it since this
+      // thread's last call: compare, and load only when it differs (loading costs ~150 ns).
+      const TileConfig wanted = tile_config(mr, k_tail);
+      TileConfig current;
+      _tile_storeconfig(&current);
+      if (std::memcmp(&current, &wanted, sizeof(TileConfig)) != 0) _tile_loadconfig(&wanted);
+      configured_rows = mr;
+    }
+    const c10::BFloat16* a_block = a + r0 * a_rs;
+    c10::BFloat16* c_block = c + r0 * ldc;
+    if (accumulate || bias != nullptr) {
+      for (int64_t v = 0; v < 4; ++v) {
+        for (int64_t r = 0; r < mr; ++r) {
+          const c10::BFloat16* init = accumulate ? c_block + r * ldc + v * 16 : bias + v * 16;
+          const __m256i bits = _mm256_maskz_loadu_epi16(masks[v], init);
+          _mm512_store_ps(c_tiles[v][r], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)));
+        }
+      }
+      _tile_loadd(0, c_tiles[0], 64);
+      _tile_loadd(1, c_tiles[1], 64);
+      _tile_loadd(2, c_tiles[2], 64);
+      _tile_loadd(3, c_tiles[3], 64);
+    } else {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+    for (int64_t k0 = 0; k0 < k_full; k0 += 32) {
+      const char* pairs = reinterpret_cast<const char*>(panel + k0 * kBf16PanelWidth);  // row pair k0 / 2
+      _tile_loadd(4, a_block + k0, a_stride);
+      _tile_loadd(5, pairs, kPairRowBytes);
+      _tile_dpbf16ps(0, 4, 5);
+      _tile_loadd(5, pairs + 64, kPairRowBytes);
+      _tile_dpbf16ps(1, 4, 5);
+      _tile_loadd(5, pairs + 128, kPairRowBytes);
+      _tile_dpbf16ps(2, 4, 5);
+      _tile_loadd(5, pairs + 192, kPairRowBytes);
+      _tile_dpbf16ps(3, 4, 5);
+    }
+    if (k_tail > 0) {
+      const char* pairs = reinterpret_cast<const char*>(panel + k_full * kBf16PanelWidth);
+      _tile_loadd(6, a_block + k_full, a_stride);
+      _tile_loadd(7, pairs, kPairRowBytes);
+      _tile_dpbf16ps(0, 6, 7);
+      _tile_loadd(7, pairs + 64, kPairRowBytes);
+      _tile_dpbf16ps(1, 6, 7);
+      _tile_loadd(7, pairs + 128, kPairRowBytes);
+      _tile_dpbf16ps(2, 6, 7);
+      _tile_loadd(7, pairs + 192, kPairRowBytes);
+      _tile_dpbf16ps(3, 6, 7);
+    }
+    _tile_stored(0, c_tiles[0], 64);
+    _tile_stored(1, c_tiles[1], 64);
+    _tile_stored(2, c_tiles[2], 64);
+    _tile_stored(3, c_tiles[3], 64);
+    for (int64_t v = 0; v < 4 && masks[v] != 0; ++v) {
+      for (int64_t r = 0; r < mr; ++r) {
+        _mm256_mask_storeu_epi16(c_block + r * ldc + v * 16, masks[v],
+                                 (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(c_tiles[v][r])));
+      }
+    }
+  }
+}
+#else
+bool supported() { return false; }
+
+void panel_gemm(const c10::BFloat16*, int64_t, int64_t, const c10::BFloat16*, int64_t, c10::BFloat16*, int64_t,
+                int64_t, int64_t, const c10::BFloat16*, bool) {}
+#endif
+
+}  // namespace amx_bf16
 }  // namespace rnnfused
 
 #ifdef RNNF_HAVE_BF16_KERNEL

@@ -54,7 +54,8 @@ template <CpuKernel kIsa>
 struct Isa {
 #define RNNF_ISA_FORWARD(...) \
   if constexpr (kIsa == CpuKernel::Avx512) return avx512::__VA_ARGS__; else return avx2::__VA_ARGS__;
-  // bfloat16 GEMMs take the AVX512-BF16 kernel (only used where panel_kernels_for says so).
+  // bfloat16 GEMMs take the AMX kernel where the CPU has one, else the AVX512-BF16 kernel (only
+  // used where with_panel_kernels says so).
   template <typename T>
   static int64_t panel_width() {
     if constexpr (std::is_same_v<T, at::BFloat16>) return kBf16PanelWidth;
@@ -62,7 +63,10 @@ struct Isa {
   }
   template <typename T>
   static PanelGemmFn<T> panel_gemm() {
-    if constexpr (std::is_same_v<T, at::BFloat16>) return &avx512_bf16::panel_gemm;
+    if constexpr (std::is_same_v<T, at::BFloat16>) {
+      static const bool amx = amx_bf16::supported();
+      return amx ? &amx_bf16::panel_gemm : &avx512_bf16::panel_gemm;
+    }
     else { RNNF_ISA_FORWARD(template panel_gemm<T>) }
   }
   template <typename T>
@@ -302,6 +306,15 @@ struct RowMajorWeight {
   }
 };
 
+// Asks for the cache lines of data[0, count) at once. The state a step multiplies was written by
+// every thread of the team: read in the GEMM's order (row by row, along k) each line that another
+// core wrote is a miss of its own, one after another; asked for together they overlap.
+template <typename T>
+void prefetch_rows(const T* data, int64_t count) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t i = 0; i < count; i += kLine) __builtin_prefetch(data + i, 0, 3);
+}
+
 // Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
 // run_team can give.
 int64_t loop_team(int64_t step_macs) {
@@ -353,6 +366,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       T* ws_rows = L.ws + off * ws_cols;
       const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
+      prefetch_rows(h_prev, rows * P);
       w_hh.gemm(id, h_prev, P, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
 
       const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, h_buffers[(k + 1) % 2], h_scratch_ptr);
@@ -421,6 +435,7 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weigh
     const auto [u0, u1] = w_hh.share(id, team);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
+      prefetch_rows(h_buffers[k % 2], rows * H);
       w_hh.gemm(id, h_buffers[k % 2], H, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
       RnnForwardStep<T> p = rnn_forward_step(L, t);
       p.h_state = h_buffers[(k + 1) % 2];
