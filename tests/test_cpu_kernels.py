@@ -5,8 +5,8 @@ it), so each runs in a subprocess.
 Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
 sequences of 18 rows (the per-step path of short calls) and 72 (the fused, panel-packed loops);
 float32 and float64 against torch.nn, float16 and bfloat16 against float64 (bfloat16 also with
-an even H, for the AMX kernel). The vector tanh and
-sigmoid are checked against float64 over the whole float range, with inf and NaN."""
+an even H, for the AMX kernel). The vector tanh and sigmoid are checked against float64 over the
+whole float range, and in float64 against torch's own over [-800, 800], with inf and NaN."""
 import os
 import subprocess
 import sys
@@ -74,6 +74,27 @@ CHECK = textwrap.dedent("""
     normal = torch.isfinite(x) & (want > torch.finfo(torch.float32).tiny)
     assert ((got - want).abs() / want)[normal].max() <= 2 * eps
     assert got[-7:-4].tolist() == [0.5, 1.0, 0.0] and got[-4].isnan()
+
+    # The same in float64, against torch's float64 tanh / sigmoid (each within about 1 ulp).
+    f64 = dict(dtype=torch.float64)
+    x = torch.cat([torch.linspace(-800, 800, 100001, **f64), torch.linspace(-2, 2, 40001, **f64),
+                   torch.logspace(-300, 1.5, 3000, **f64), -torch.logspace(-300, 1.5, 3000, **f64),
+                   special.double()])
+    eps = torch.finfo(torch.float64).eps
+    zero = lambda *shape: torch.zeros(*shape, **f64)
+    tanh_out, sigmoid_out = [], []
+    for chunk in x.split(4096):
+        h = chunk.numel()
+        tanh_out.append(torch.ops.rnnfused.rnn_layer_forward(zero(1, 1, 1), zero(h, 1), zero(h, h), chunk, None,
+                                                             zero(1, h), None, False, "tanh")[0].reshape(-1))
+        bias = torch.cat([chunk, zero(h), torch.full((h,), 30.0, **f64), zero(h)])
+        sigmoid_out.append(torch.ops.rnnfused.lstm_layer_forward(zero(1, 1, 1), zero(4 * h, 1), zero(4 * h, h), bias,
+                                                                 None, None, zero(1, h), zero(1, h), None, False,
+                                                                 False)[2].reshape(-1))
+    for got, want in [(torch.cat(tanh_out), torch.tanh(x)), (torch.cat(sigmoid_out), torch.sigmoid(x))]:
+        normal = torch.isfinite(x) & (want.abs() > 1e-300)
+        assert ((got - want).abs() / want.abs())[normal].max() <= 4 * eps
+        assert got[-7:-4].tolist() == want[-7:-4].tolist() and got[-4].isnan()
     print("ok")
 """)
 
