@@ -227,13 +227,18 @@ struct AtenGemm {
   }
 };
 
-// out (N, G*H) = x (N, I) @ w_ih^T + b_ih + b_hh: the input projection of every step at once.
+// out (N, G*H) = x (N, I) @ w_ih^T: the input projection of every step at once. The bias is
+// not in it: the loops' pointwise passes add it (see gate_bias), saving a pass over the rows.
 template <typename Policy>
-void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih,
-                   const OptTensor& b_hh) {
-  OptTensor bias = b_ih.has_value() ? b_ih : b_hh;
-  if (b_ih.has_value() && b_hh.has_value()) bias = *b_ih + *b_hh;
-  Policy::gemm(out, x, w_ih.t(), bias.has_value() ? OptTensor(bias->contiguous()) : std::nullopt);
+void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih) {
+  Policy::gemm(out, x, w_ih.t(), std::nullopt);
+}
+
+// b_ih + b_hh (G*H), contiguous; undefined without biases.
+inline Tensor gate_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
+  if (b_ih.has_value() && b_hh.has_value()) return *b_ih + *b_hh;
+  if (b_ih.has_value()) return b_ih->contiguous();
+  return b_hh.has_value() ? b_hh->contiguous() : Tensor();
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -297,6 +302,7 @@ struct LstmForwardLoop {
   Tensor w_hr_kn;       // (H, P) view of W_hr^T; undefined without projection
   S* ws;
   int64_t ws_cols;
+  const S* bias;        // (4H) b_ih + b_hh, or nullptr
   S* output;            // (N, P)
   S* h_state;           // (B, P) in: h0, out: h_n
   A* c_state;           // (B, H) in: c0, out: c_n
@@ -327,7 +333,8 @@ struct RnnForwardLoop {
   const StepSchedule* sched;
   int64_t hidden_size;
   Tensor w_hh_kn;  // (H, H) view of W_hh^T
-  S* pre;
+  S* pre;          // (N, H) the input projection, without bias
+  const S* bias;   // (H) b_ih + b_hh, or nullptr
   S* output;       // (N, H)
   S* h_state;      // (B, H) in: h0, out: h_n
 };
@@ -356,6 +363,7 @@ LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t 
   LstmForwardStep<S, A> p;
   p.gates = ws_rows;
   p.gates_ld = L.ws_cols;
+  p.bias = L.bias;
   p.c_state = L.c_state;
   p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
   p.c_saved_ld = L.ws_cols;
@@ -409,6 +417,7 @@ RnnForwardStep<S> rnn_forward_step(const RnnForwardLoop<S>& L, int64_t t) {
   RnnForwardStep<S> p;
   p.pre = L.pre + off * H;
   p.pre_ld = H;
+  p.bias = L.bias;
   p.h_out = L.output + off * H;
   p.h_out_ld = H;
   p.hidden_size = H;
@@ -550,7 +559,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   // Without training only the gates are kept.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
   Tensor ws = training ? at::empty({N, ws_cols}, input.options()) : Policy::scratch({N, ws_cols}, input.options());
-  project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih, b_ih, b_hh);
+  project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih);
+  const Tensor bias = gate_bias(b_ih, b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
   Tensor h_state = h0_.contiguous().clone();
@@ -566,6 +576,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     loop.w_hr_kn = has_proj ? w_hr.t() : Tensor();
     loop.ws = ws.mutable_data_ptr<scalar_t>();
     loop.ws_cols = ws_cols;
+    loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     loop.output = output.mutable_data_ptr<scalar_t>();
     loop.h_state = h_state.mutable_data_ptr<scalar_t>();
     loop.c_state = c_state.mutable_data_ptr<acc_t>();
@@ -662,7 +673,8 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor pre = Policy::scratch({N, H}, input.options());
-  project_input<Policy>(pre, x, w_ih, b_ih, b_hh);
+  project_input<Policy>(pre, x, w_ih);
+  const Tensor bias = gate_bias(b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
 
@@ -673,6 +685,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     loop.hidden_size = H;
     loop.w_hh_kn = w_hh.t();
     loop.pre = pre.mutable_data_ptr<scalar_t>();
+    loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     loop.output = output.mutable_data_ptr<scalar_t>();
     loop.h_state = h_state.mutable_data_ptr<scalar_t>();
     dispatch_activation(act, [&](auto act_c) {

@@ -60,6 +60,10 @@ void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t en
     for (; j + width <= unit_end; j += width) {
       Vec<A> i = load<A>(gates + j), f = load<A>(gates + H + j);
       Vec<A> g = load<A>(gates + 2 * H + j), o = load<A>(gates + 3 * H + j);
+      if (p.bias != nullptr) {
+        i = i + load<A>(p.bias + j), f = f + load<A>(p.bias + H + j);
+        g = g + load<A>(p.bias + 2 * H + j), o = o + load<A>(p.bias + 3 * H + j);
+      }
       Vec<A> c = Vec<A>::loadu(c_state + j), h;
       lstm_cell_forward_math(i, f, g, o, c, h);
       c.store(c_state + j);
@@ -106,7 +110,9 @@ void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end, in
   for (int64_t row = begin; row < end; ++row) {
     int64_t j = unit_begin;
     for (; j + width <= unit_end; j += width) {
-      const Vec<A> h = activate<act>(load<A>(p.pre + row * p.pre_ld + j));
+      Vec<A> pre = load<A>(p.pre + row * p.pre_ld + j);
+      if (p.bias != nullptr) pre = pre + load<A>(p.bias + j);
+      const Vec<A> h = activate<act>(pre);
       store(h, p.h_out + row * p.h_out_ld + j);
       if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
     }
