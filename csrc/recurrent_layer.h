@@ -246,6 +246,13 @@ inline Tensor gate_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
 template <typename Policy>
 Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedule& s) {
   Tensor prev = Policy::scratch(output.sizes(), output.options());
+  const int64_t B = s.max_batch, N = s.total_rows;
+  if (N == s.steps() * B && N > B) {  // dense: two block copies, the output shifted by one step
+    const int64_t first = s.reverse ? N - B : 0;    // rows of the first step processed: h0
+    prev.narrow(0, first, B).copy_(h0);
+    prev.narrow(0, s.reverse ? 0 : B, N - B).copy_(output.narrow(0, s.reverse ? B : 0, N - B));
+    return prev;
+  }
   for (int64_t t = 0; t < s.steps(); ++t) {
     const int64_t rows = s.batch_sizes[t], carried = s.carried_rows(t);
     Tensor dst = prev.narrow(0, s.offsets[t], rows);
@@ -257,20 +264,13 @@ Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedul
   return prev;
 }
 
-// dW (G*H, K) = grad_pre (N, G*H)^T @ inputs (N, K). Over many rows it is computed as its
-// transpose inputs^T @ grad_pre, so the GEMM reads grad_pre by rows, as it was written, and
-// only the small result is transposed; over a few rows (a cell step) directly.
+// dW (G*H, K) = grad_pre (N, G*H)^T @ inputs (N, K): one GEMM over all steps (the BLAS reads
+// the transposed operand as it lies).
 template <typename Policy>
 Tensor weight_grad(const Tensor& grad_pre, const Tensor& inputs) {
-  constexpr int64_t kFewRows = 64;
-  if (grad_pre.size(0) < kFewRows) {
-    const Tensor grad = at::empty({grad_pre.size(1), inputs.size(1)}, grad_pre.options());
-    Policy::gemm(grad, grad_pre.t(), inputs, std::nullopt);
-    return grad;
-  }
-  const Tensor grad_t = Policy::scratch({inputs.size(1), grad_pre.size(1)}, grad_pre.options());
-  Policy::gemm(grad_t, inputs.t(), grad_pre, std::nullopt);
-  return grad_t.t().contiguous();
+  const Tensor grad = at::empty({grad_pre.size(1), inputs.size(1)}, grad_pre.options());
+  Policy::gemm(grad, grad_pre.t(), inputs, std::nullopt);
+  return grad;
 }
 
 // Gradients of the layer's inputs and weights from dL/d(pre-activations) of every row:

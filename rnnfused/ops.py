@@ -149,7 +149,10 @@ def _(grad_hy, input, hx, w_ih, w_hh, hy, nonlinearity):
 
 # ---------------------------------------------------------------------------------------------
 # Autograd: forward ops save what their backward op reads; the bias gradient is shared by b_ih
-# and b_hh (they are summed), and returned only for the biases that exist.
+# and b_hh (they are summed), and returned only for the biases that exist. Gradients of outputs
+# that nothing used arrive as None, not as materialized zeros (set_materialize_grads(False)):
+# the workspace's would be N x 5H zeros per call, and a state's zeros are made only where the
+# backward op needs a tensor.
 
 def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
@@ -161,6 +164,7 @@ def _bias_grads(grad_bias: Tensor, b_ih: bool, b_hh: bool):
 
 
 def _lstm_layer_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, training = inputs
     out, h_n, c_n, workspace = output
     ctx.save_for_backward(input, w_ih, w_hh, w_hr, h0, c0, out, workspace, batch_sizes, h_n, c_n)
@@ -183,6 +187,7 @@ torch.library.register_autograd(
 
 
 def _rnn_layer_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity = inputs
     out, h_n = output
     ctx.save_for_backward(input, w_ih, w_hh, h0, out, batch_sizes, h_n)
@@ -205,6 +210,7 @@ torch.library.register_autograd(
 
 
 def _lstm_cell_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     input, hx, cx, w_ih, w_hh, b_ih, b_hh, training = inputs
     hy, cy, workspace = output
     ctx.save_for_backward(input, hx, cx, w_ih, w_hh, workspace, hy, cy)
@@ -224,6 +230,7 @@ torch.library.register_autograd(
 
 
 def _rnn_cell_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity = inputs
     ctx.save_for_backward(input, hx, w_ih, w_hh, output)
     ctx.nonlinearity = nonlinearity
@@ -233,7 +240,7 @@ def _rnn_cell_setup(ctx, inputs, output):
 def _rnn_cell_backward(ctx, grad_hy):
     input, hx, w_ih, w_hh, hy = ctx.saved_tensors
     grad_input, grad_w_ih, grad_w_hh, grad_bias, grad_hx = _ops.rnn_cell_backward(
-        grad_hy, input, hx, w_ih, w_hh, hy, ctx.nonlinearity)
+        _zeros_if_none(grad_hy, hy), input, hx, w_ih, w_hh, hy, ctx.nonlinearity)
     return (grad_input, grad_hx, grad_w_ih, grad_w_hh, *_bias_grads(grad_bias, *ctx.has_bias), None)
 
 
@@ -286,6 +293,7 @@ def _(grad_output, grad_h_n, grad_c_n, x_proj, w_hh, h0, c0, output, workspace, 
 
 
 def _gated_layer_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     x_proj, w_hh, h0, c0, batch_sizes, reverse, training = inputs
     out, h_n, c_n, workspace = output
     ctx.save_for_backward(x_proj, w_hh, h0, c0, out, workspace, batch_sizes, h_n, c_n)
@@ -393,9 +401,11 @@ def _(grad_context, grad_weights, query, keys, values, weights, scale):
 
 
 # Backward reads the forward's weights (masked keys have weight 0), never the mask; gradients the
-# caller did not ask for (None) stay None for the kernels, which treat them as zero.
+# caller did not ask for stay None (set_materialize_grads(False)) for the kernels, which treat
+# them as zero.
 
 def _additive_attention_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     query_proj, key_proj, v, values, mask = inputs
     ctx.save_for_backward(query_proj, key_proj, v, values, output[1])
 
@@ -413,6 +423,7 @@ torch.library.register_autograd(
 
 
 def _dot_attention_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
     query, keys, values, mask, scale = inputs
     ctx.save_for_backward(query, keys, values, output[1])
     ctx.scale = scale
