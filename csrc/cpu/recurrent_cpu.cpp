@@ -2,16 +2,18 @@
 // policy.
 //
 // float32 / float64 on AVX2 or AVX-512 (ATen's capability; ATEN_CPU_CAPABILITY lowers it), and
-// bfloat16 on AVX-512 CPUs with AVX512-BF16: the weights are packed into panels (panels.h) once
-// per op call, every GEMM runs a panel micro-kernel (pointwise_vec_impl.h; panel_gemm_bf16.cpp),
-// and each time loop runs on one thread team for the whole sequence (thread_team.h). Each
+// bfloat16 on AVX-512 CPUs with AVX512-BF16: the recurrent weights are packed into panels
+// (panels.h) once per op call, every per-step GEMM runs a panel micro-kernel
+// (pointwise_vec_impl.h; panel_gemm_bf16.cpp: AMX tiles where the CPU has them), and each time
+// loop runs on one thread team for the whole sequence (thread_team.h). The GEMMs run once per
+// call over all steps (input projection, input and weight gradients) go to ATen's BLAS. Each
 // thread owns a share of the hidden units: per step it computes the recurrent GEMM for all gates
 // of its units and then their pointwise pass while they are still in cache, and the team meets
 // once per step (twice with proj_size).
 //
 // Sequences too short to pay for packing (a cell step: under kPackMinRows rows in all) run the
 // same forward loops on the weights as they lie (float / double: the few-rows kernels), and
-// their one-off GEMMs through unpacked_gemm. The backward of such sequences, CPUs without AVX2
+// their one-off GEMMs through unpacked_gemm (the same kernels). The backward of such sequences, CPUs without AVX2
 // and bfloat16 without packing run the driver's StepByStep loops: the GEMMs through
 // unpacked_gemm or ATen's BLAS, and the vectorized pointwise rows (16-bit types computed in
 // float) or gate_math.h's element bodies over every (row, unit).
@@ -485,49 +487,25 @@ void run_pointwise(const Params& p, int64_t rows, VecRows avx2_rows, VecRows avx
   });
 }
 
-// GEMMs of more rows than this are split across threads in row blocks of this many.
-constexpr int64_t kGemmRowBlock = 192;
-
 struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options) {
     return scratch_empty(sizes, options.dtype().toScalarType());
   }
 
   // C (M, N) = A (M, K) @ B (K, N) (+ bias), a GEMM run once per op call (input projections,
-  // input and weight gradients). Few rows: the few-rows kernels on B as it lies. bfloat16 with
-  // A's columns contiguous: the bf16 panel kernels (AMX where the CPU has it), in parallel over
-  // (row block, panel) tiles. Everything else through ATen's BLAS: over many rows MKL's sgemm /
-  // dgemm beat packing B for the panel kernel (measured on a Xeon with AVX-512, LSTM B=64 H=512:
-  // fwd+bwd 308 -> 243 ms, inference 79 -> 71 ms; float64 B=16 H=256 fwd+bwd 42 -> 34 ms).
+  // input and weight gradients): few rows through the few-rows kernels on B as it lies, the rest
+  // through ATen's BLAS. Over many rows MKL's sgemm / dgemm and oneDNN's bfloat16 GEMM (AMX) beat
+  // packing B for the panel kernels (measured on a Xeon with AVX-512 and AMX: LSTM B=64 H=512
+  // fwd+bwd 308 -> 243 ms, float64 B=16 H=256 fwd+bwd 42 -> 34 ms, bfloat16 B=16 H=256 fwd+bwd
+  // 6.6 -> 6.4 ms).
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
-      const scalar_t* bias_row = bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr;
-      if (A.stride(1) != 1) return;
-      if (try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
-                                      C.mutable_data_ptr<scalar_t>(), C.stride(0), bias_row, /*accumulate=*/false)) {
-        done = true;
-        return;
-      }
-      if constexpr (std::is_same_v<scalar_t, at::BFloat16>) {
-        done = with_panel_kernels<scalar_t>(C.size(0), [&](auto isa) {
-          using IsaT = decltype(isa);
-          const PackedWeight<scalar_t> w = IsaT::template pack<scalar_t>(B, 1);
-          const PanelGemmFn<scalar_t> kernel = IsaT::template panel_gemm<scalar_t>();
-          const int64_t M = C.size(0), row_blocks = (M + kGemmRowBlock - 1) / kGemmRowBlock;
-          const scalar_t* a = A.const_data_ptr<scalar_t>();
-          scalar_t* c = C.mutable_data_ptr<scalar_t>();
-          // Tile index = panel * row_blocks + row block: a thread sweeps rows under one panel.
-          at::parallel_for(0, row_blocks * w.panels_per_group, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t tile = begin; tile < end; ++tile) {
-              const int64_t col = tile / row_blocks * w.panel_width, r0 = tile % row_blocks * kGemmRowBlock;
-              w.gemm_columns(kernel, a + r0 * A.stride(0), A.stride(0), 1, c + r0 * C.stride(0), C.stride(0),
-                             std::min(kGemmRowBlock, M - r0), col, col + w.panel_width, /*accumulate=*/false,
-                             bias_row);
-            }
-          });
-        });
-      }
+      done = A.stride(1) == 1 &&
+             try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
+                                         C.mutable_data_ptr<scalar_t>(), C.stride(0),
+                                         bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
+                                         /*accumulate=*/false);
     });
     if (!done) AtenGemm::gemm(C, A, B, bias);
   }
