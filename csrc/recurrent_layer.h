@@ -3,9 +3,9 @@
 // the gradients that follow it. A device `Policy` supplies the GEMM and runs the time loops:
 //
 //   struct Policy {
-//     // C (M, N) = A (M, K) @ B (K, N) (+ bias (N) on every row): the input projection, input
-//     // and weight gradients. C has unit column stride; A and B may be any (transposed) views.
-//     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias);
+//     // C (M, N) = A (M, K) @ B (K, N): the input projection, input and weight gradients. C has
+//     // unit column stride; A and B may be any (transposed) views.
+//     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B);
 //     // An uninitialized buffer that never leaves the op call (the CPU reuses them across calls).
 //     static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options);
 //     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
@@ -202,13 +202,9 @@ void dispatch_activation(Activation act, F&& f) {
 struct AtenGemm {
   static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options) { return at::empty(sizes, options); }
 
-  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B) {
     Tensor out = C;
-    if (bias.has_value()) {
-      at::addmm_out(out, *bias, A, B);
-    } else {
-      at::mm_out(out, A, B);
-    }
+    at::mm_out(out, A, B);
   }
 
   static Tensor step_operand(const Tensor& w_kn) { return w_kn; }
@@ -231,7 +227,7 @@ struct AtenGemm {
 // not in it: the loops' pointwise passes add it (see gate_bias), saving a pass over the rows.
 template <typename Policy>
 void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih) {
-  Policy::gemm(out, x, w_ih.t(), std::nullopt);
+  Policy::gemm(out, x, w_ih.t());
 }
 
 // b_ih + b_hh (G*H), contiguous; undefined without biases.
@@ -269,7 +265,7 @@ Tensor previous_states(const Tensor& output, const Tensor& h0, const StepSchedul
 template <typename Policy>
 Tensor weight_grad(const Tensor& grad_pre, const Tensor& inputs) {
   const Tensor grad = at::empty({grad_pre.size(1), inputs.size(1)}, grad_pre.options());
-  Policy::gemm(grad, grad_pre.t(), inputs, std::nullopt);
+  Policy::gemm(grad, grad_pre.t(), inputs);
   return grad;
 }
 
@@ -279,7 +275,7 @@ template <typename Policy>
 std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(
     const Tensor& grad_pre, const Tensor& x, const Tensor& w_ih, const Tensor& prev_states) {
   Tensor grad_x = at::empty({x.size(0), x.size(1)}, x.options());
-  Policy::gemm(grad_x, grad_pre, w_ih, std::nullopt);
+  Policy::gemm(grad_x, grad_pre, w_ih);
   return {grad_x, weight_grad<Policy>(grad_pre, x), weight_grad<Policy>(grad_pre, prev_states), grad_pre.sum(0)};
 }
 

@@ -64,6 +64,10 @@ def _worker(rank, port, out_dir):
         model = DistributedDataParallel(make_model())
         grads, params = train(model, slice(rank * PER_RANK, (rank + 1) * PER_RANK))
         torch.save({"grads": grads, "params": params}, f"{out_dir}/rank{rank}.pt")
+        # Both ranks done with gloo before either tears it down: a rank destroying its group
+        # while the other still talks to it can abort ("terminate called without an active
+        # exception"; seen here about once in ten runs).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -1,8 +1,7 @@
 // The bfloat16 panel GEMM micro-kernels. Same contract as the float kernel of
 // pointwise_vec_impl.h (PanelGemmFn, panels.h), with the panel in pair ("VNNI") layout: row pair
 // k/2 of a panel holds (W[k, n], W[k+1, n]) next to each other for its 64 columns, and A is read
-// by pairs (its column stride must be 1). The whole K accumulates in float32 and C is rounded to
-// bfloat16 once, at the end.
+// by pairs. The whole K accumulates in float32 and C is rounded to bfloat16 once, at the end.
 //   avx512_bf16: vdpbf16ps, the dot product of bf16 pairs into 16 float32 lanes (CPUs with
 //                AVX512-BF16).
 //   amx_bf16:    AMX tiles (Sapphire Rapids and later): one tdpbf16ps multiplies a 16 x 32 tile
@@ -58,12 +57,11 @@ inline __m512bh last_of_odd(const c10::BFloat16* a, int64_t K) {
 
 template <int64_t R>
 void tile(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel, int64_t K, c10::BFloat16* c,
-          int64_t ldc, const __mmask16* masks, const c10::BFloat16* bias, bool accumulate) {
+          int64_t ldc, const __mmask16* masks, bool accumulate) {
   __m512 acc[R][kVecs];
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t v = 0; v < kVecs; ++v) {
-      acc[r][v] = accumulate ? load_bf16(c + r * ldc + v * 16, masks[v])
-                             : (bias != nullptr ? load_bf16(bias + v * 16, masks[v]) : _mm512_setzero_ps());
+      acc[r][v] = accumulate ? load_bf16(c + r * ldc + v * 16, masks[v]) : _mm512_setzero_ps();
     }
   }
   for (int64_t k = 0; k < K; k += 2) {
@@ -88,9 +86,8 @@ bool supported() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 
-void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t /*a_cs: 1*/, const c10::BFloat16* panel,
-                int64_t K, c10::BFloat16* c, int64_t ldc, int64_t rows, int64_t valid_cols,
-                const c10::BFloat16* bias, bool accumulate) {
+void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel, int64_t K, c10::BFloat16* c,
+                int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate) {
   __mmask16 masks[kVecs];
   for (int64_t v = 0; v < kVecs; ++v) {
     const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
@@ -98,24 +95,24 @@ void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t /*a_cs: 1*/, const
   }
   int64_t r = 0;
   for (; r + kTileRows <= rows; r += kTileRows) {
-    tile<kTileRows>(a + r * a_rs, a_rs, panel, K, c + r * ldc, ldc, masks, bias, accumulate);
+    tile<kTileRows>(a + r * lda, lda, panel, K, c + r * ldc, ldc, masks, accumulate);
   }
-  const c10::BFloat16* a_rest = a + r * a_rs;
+  const c10::BFloat16* a_rest = a + r * lda;
   c10::BFloat16* c_rest = c + r * ldc;
   switch (rows - r) {
     case 0: break;
-    case 1: tile<1>(a_rest, a_rs, panel, K, c_rest, ldc, masks, bias, accumulate); break;
-    case 2: tile<2>(a_rest, a_rs, panel, K, c_rest, ldc, masks, bias, accumulate); break;
-    case 3: tile<3>(a_rest, a_rs, panel, K, c_rest, ldc, masks, bias, accumulate); break;
-    case 4: tile<4>(a_rest, a_rs, panel, K, c_rest, ldc, masks, bias, accumulate); break;
-    default: tile<5>(a_rest, a_rs, panel, K, c_rest, ldc, masks, bias, accumulate); break;
+    case 1: tile<1>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
+    case 2: tile<2>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
+    case 3: tile<3>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
+    case 4: tile<4>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
+    default: tile<5>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
   }
 }
 #else
 bool supported() { return false; }
 
-void panel_gemm(const c10::BFloat16*, int64_t, int64_t, const c10::BFloat16*, int64_t, c10::BFloat16*, int64_t,
-                int64_t, int64_t, const c10::BFloat16*, bool) {}
+void panel_gemm(const c10::BFloat16*, int64_t, const c10::BFloat16*, int64_t, c10::BFloat16*, int64_t, int64_t,
+                int64_t, bool) {}
 #endif
 
 }  // namespace avx512_bf16
@@ -167,15 +164,14 @@ bool supported() {
   return usable;
 }
 
-void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t a_cs, const c10::BFloat16* panel, int64_t K,
-                c10::BFloat16* c, int64_t ldc, int64_t rows, int64_t valid_cols, const c10::BFloat16* bias,
-                bool accumulate) {
+void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel, int64_t K, c10::BFloat16* c,
+                int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate) {
   if (K % 2 != 0) {  // a tile row pairs A's elements: an odd K leaves half a pair (rare; no tiles)
-    avx512_bf16::panel_gemm(a, a_rs, a_cs, panel, K, c, ldc, rows, valid_cols, bias, accumulate);
+    avx512_bf16::panel_gemm(a, lda, panel, K, c, ldc, rows, valid_cols, accumulate);
     return;
   }
   const int64_t k_full = K / 32 * 32, k_tail = K - k_full;
-  const int64_t a_stride = a_rs * int64_t(sizeof(c10::BFloat16));
+  const int64_t a_stride = lda * int64_t(sizeof(c10::BFloat16));
   __mmask16 masks[4];
   for (int64_t v = 0; v < 4; ++v) {
     const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
@@ -194,13 +190,12 @@ void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t a_cs, const c10::B
       if (std::memcmp(&current, &wanted, sizeof(TileConfig)) != 0) _tile_loadconfig(&wanted);
       configured_rows = mr;
     }
-    const c10::BFloat16* a_block = a + r0 * a_rs;
+    const c10::BFloat16* a_block = a + r0 * lda;
     c10::BFloat16* c_block = c + r0 * ldc;
-    if (accumulate || bias != nullptr) {
+    if (accumulate) {
       for (int64_t v = 0; v < 4; ++v) {
         for (int64_t r = 0; r < mr; ++r) {
-          const c10::BFloat16* init = accumulate ? c_block + r * ldc + v * 16 : bias + v * 16;
-          const __m256i bits = _mm256_maskz_loadu_epi16(masks[v], init);
+          const __m256i bits = _mm256_maskz_loadu_epi16(masks[v], c_block + r * ldc + v * 16);
           _mm512_store_ps(c_tiles[v][r], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)));
         }
       }
@@ -253,8 +248,8 @@ void panel_gemm(const c10::BFloat16* a, int64_t a_rs, int64_t a_cs, const c10::B
 #else
 bool supported() { return false; }
 
-void panel_gemm(const c10::BFloat16*, int64_t, int64_t, const c10::BFloat16*, int64_t, c10::BFloat16*, int64_t,
-                int64_t, int64_t, const c10::BFloat16*, bool) {}
+void panel_gemm(const c10::BFloat16*, int64_t, const c10::BFloat16*, int64_t, c10::BFloat16*, int64_t, int64_t,
+                int64_t, bool) {}
 #endif
 
 }  // namespace amx_bf16

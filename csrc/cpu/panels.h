@@ -21,11 +21,11 @@
 
 namespace rnnfused {
 
-// C (rows, valid_cols) = init + A (rows, K) @ panel (K, width); A element (r, k) at
-// a[r*a_rs + k*a_cs]; init: C (accumulate), else the row `bias` when given, else 0.
+// C (rows, valid_cols) = init + A (rows, K) @ panel (K, width), A row-major (row stride lda);
+// init: C (accumulate) or 0.
 template <typename T>
-using PanelGemmFn = void (*)(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
-                             int64_t ldc, int64_t rows, int64_t valid_cols, const T* bias, bool accumulate);
+using PanelGemmFn = void (*)(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
+                             int64_t valid_cols, bool accumulate);
 
 // Packs the panels of W^T for W (N, K) row-major (row stride ldw) into dst (pointwise_vec.h).
 template <typename T>
@@ -80,17 +80,16 @@ struct PackedWeight {
     return {first * panel_width, std::min(last * panel_width, group_width)};
   }
 
-  // C[:, g*group_width + [begin, end)] = init + A @ W[:, same columns] for every group g; C has
-  // row stride ldc, begin a multiple of panel_width; init as for PanelGemmFn, bias indexed like
-  // C's columns.
-  void gemm_columns(PanelGemmFn<T> kernel, const T* a, int64_t a_rs, int64_t a_cs, T* c, int64_t ldc,
-                    int64_t rows, int64_t begin, int64_t end, bool accumulate, const T* bias = nullptr) const {
+  // C[:, g*group_width + [begin, end)] = init + A @ W[:, same columns] for every group g; A
+  // row-major (row stride lda), C row stride ldc, begin a multiple of panel_width; init as for
+  // PanelGemmFn.
+  void gemm_columns(PanelGemmFn<T> kernel, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin,
+                    int64_t end, bool accumulate) const {
     if (rows == 0) return;
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t col = begin; col < end; col += panel_width) {
-        const int64_t first = g * group_width + col;
-        kernel(a, a_rs, a_cs, panel(g, col / panel_width), K, c + first, ldc, rows,
-               std::min(panel_width, group_width - col), bias != nullptr ? bias + first : nullptr, accumulate);
+        kernel(a, lda, panel(g, col / panel_width), K, c + g * group_width + col, ldc, rows,
+               std::min(panel_width, group_width - col), accumulate);
       }
     }
   }

@@ -36,21 +36,22 @@ constexpr int64_t kFewRowsDotMax = 4;
   /* Columns per packed weight panel (panels.h). */                                           \
   template <typename T>                                                                        \
   int64_t panel_width();                                                                       \
-  /* C (rows, valid_cols) = init + A (rows, K) @ panel (K, panel_width), A element (r, k) at  \
-     a[r * a_rs + k * a_cs], valid_cols <= panel_width (the rest of the panel is padding);     \
-     init: C (accumulate), else the row bias[0, valid_cols) when given, else 0. */            \
+  /* C (rows, valid_cols) = init + A (rows, K) @ panel (K, panel_width), A row-major (row      \
+     stride lda), valid_cols <= panel_width (the rest of the panel is padding); init: C        \
+     (accumulate) or 0. */                                                                     \
   template <typename T>                                                                        \
-  void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,     \
-                  int64_t ldc, int64_t rows, int64_t valid_cols, const T* bias, bool accumulate); \
+  void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc,       \
+                  int64_t rows, int64_t valid_cols, bool accumulate);                          \
   /* The panels (panels.h) of W^T for W (N, K) row-major: PackedWeight's fast path. */         \
   template <typename T>                                                                        \
   void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width, \
                        int64_t panels_per_group, T* dst);                                      \
   /* C[m, n] = init + sum_k A[m, k] W[n, k], m < M <= kFewRowsDotMax, n < rows, W and A       \
-     row-major (row strides ldw, lda). For a single step of a small batch on unpacked weights. */ \
+     row-major (row strides ldw, lda); init: C (accumulate) or 0. For a single step of a small  \
+     batch on unpacked weights. */                                                             \
   template <typename T>                                                                        \
   void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c, \
-                    int64_t ldc, int64_t rows, const T* bias, bool accumulate);                \
+                    int64_t ldc, int64_t rows, bool accumulate);                               \
   /* Columns of the packed A^T that few_rows_gemm takes for M rows of A (M or more). */        \
   template <typename T>                                                                        \
   int64_t few_rows_width(int64_t M);                                                           \
@@ -58,7 +59,7 @@ constexpr int64_t kFewRowsDotMax = 4;
      (K, few_rows_width(M)) with zero columns past M. */                                       \
   template <typename T>                                                                        \
   void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c,        \
-                     int64_t ldc, int64_t rows, const T* bias, bool accumulate);               \
+                     int64_t ldc, int64_t rows, bool accumulate);                              \
   }
 
 RNNF_DECLARE_VECTORIZED_KERNELS(avx2)

@@ -139,10 +139,9 @@ void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end, 
 // ---------------------------------------------------------------------------------------------
 // The panel GEMM micro-kernel. C (rows, valid_cols) = init + A (rows, K) @ panel (K, width), where
 // panel is one contiguous (K, panel_width<T>()) block of a packed weight (panels.h) and A is
-// read through (row, column) strides, so a transposed view needs no copy. A tile of kTileRows
-// rows keeps kTileRows x kPanelVecs accumulators in registers for the whole K loop: per k, one
-// broadcast of A per row and kPanelVecs loads of the panel feed kTileRows * kPanelVecs FMAs.
-// init is C itself (accumulate), a row broadcast to every row (bias: panel's columns), or zero.
+// row-major (row stride lda). A tile of kTileRows rows keeps kTileRows x kPanelVecs accumulators
+// in registers for the whole K loop: per k, one broadcast of A per row and kPanelVecs loads of
+// the panel feed kTileRows * kPanelVecs FMAs. init is C itself (accumulate) or zero.
 
 constexpr int64_t kPanelVecs = 4;
 constexpr bool kAvx512Registers = sizeof(Vec<float>) == 64;
@@ -161,14 +160,12 @@ int64_t panel_width() {
 }
 
 template <typename T, int64_t R>
-void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
-                int64_t ldc, const T* bias, bool accumulate) {
+void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[R][kPanelVecs];
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t v = 0; v < kPanelVecs; ++v) {
-      acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W)
-                             : (bias != nullptr ? Vec<T>::loadu(bias + v * W) : Vec<T>(T(0)));
+      acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W) : Vec<T>(T(0));
     }
   }
   int64_t k = 0;
@@ -183,8 +180,8 @@ void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
         const Vec<T> b0 = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
         const Vec<T> b1 = Vec<T>::loadu(panel + (k + 1) * kPanelVecs * W + v * W);
         for (int64_t r = 0; r < R; ++r) {
-          acc[r][v] = at::vec::fmadd(Vec<T>(a[r * a_rs + k * a_cs]), b0, acc[r][v]);
-          odd[r][v] = at::vec::fmadd(Vec<T>(a[r * a_rs + (k + 1) * a_cs]), b1, odd[r][v]);
+          acc[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + k]), b0, acc[r][v]);
+          odd[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + k + 1]), b1, odd[r][v]);
         }
       }
     }
@@ -196,7 +193,7 @@ void panel_tile(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
     Vec<T> b[kPanelVecs];
     for (int64_t v = 0; v < kPanelVecs; ++v) b[v] = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
     for (int64_t r = 0; r < R; ++r) {
-      const Vec<T> a_rk(a[r * a_rs + k * a_cs]);
+      const Vec<T> a_rk(a[r * lda + k]);
       for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = at::vec::fmadd(a_rk, b[v], acc[r][v]);
     }
   }
@@ -212,47 +209,46 @@ constexpr int64_t kBlockK = 256;
 // Rows in tiles of kTileRows, the remainder by a tile of its own height; K in blocks of kBlockK,
 // each after the first accumulating into C.
 template <typename T>
-void panel_rows(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c,
-                int64_t ldc, int64_t rows, const T* bias, bool accumulate) {
+void panel_rows(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
+                bool accumulate) {
   const int64_t width = panel_width<T>();
   for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
     const int64_t kc = std::min(kBlockK, K - k0);
-    const T* a_k = a + k0 * a_cs;
+    const T* a_k = a + k0;
     const T* panel_k = panel + k0 * width;
     const bool acc = accumulate || k0 > 0;
     int64_t r = 0;
     for (; r + kTileRows <= rows; r += kTileRows) {
-      panel_tile<T, kTileRows>(a_k + r * a_rs, a_rs, a_cs, panel_k, kc, c + r * ldc, ldc, bias, acc);
+      panel_tile<T, kTileRows>(a_k + r * lda, lda, panel_k, kc, c + r * ldc, ldc, acc);
     }
-    const T* a_rest = a_k + r * a_rs;
+    const T* a_rest = a_k + r * lda;
     T* c_rest = c + r * ldc;
     switch (rows - r) {
       case 0: break;
-      case 1: panel_tile<T, 1>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
-      case 2: panel_tile<T, 2>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
-      case 3: panel_tile<T, 3>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
-      case 4: panel_tile<T, 4>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
-      default: panel_tile<T, 5>(a_rest, a_rs, a_cs, panel_k, kc, c_rest, ldc, bias, acc); break;
+      case 1: panel_tile<T, 1>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
+      case 2: panel_tile<T, 2>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
+      case 3: panel_tile<T, 3>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
+      case 4: panel_tile<T, 4>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
+      default: panel_tile<T, 5>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
     }
   }
 }
 
 template <typename T>
-void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t K, T* c, int64_t ldc,
-                int64_t rows, int64_t valid_cols, const T* bias, bool accumulate) {
+void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
+                int64_t valid_cols, bool accumulate) {
   const int64_t width = panel_width<T>();
-  if (valid_cols == width) return panel_rows(a, a_rs, a_cs, panel, K, c, ldc, rows, bias, accumulate);
+  if (valid_cols == width) return panel_rows(a, lda, panel, K, c, ldc, rows, accumulate);
   // The last panel of a group is zero-padded: run it on a full-width copy of C's rows.
   T tile[kTileRows * kPanelVecs * Vec<T>::size()];
   for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
     const int64_t n = std::min(kTileRows, rows - r0);
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t j = 0; j < width; ++j) {
-        const T init = accumulate ? c[(r0 + r) * ldc + j] : (bias != nullptr ? bias[j] : T(0));
-        tile[r * width + j] = j < valid_cols ? init : T(0);
+        tile[r * width + j] = accumulate && j < valid_cols ? c[(r0 + r) * ldc + j] : T(0);
       }
     }
-    panel_rows(a + r0 * a_rs, a_rs, a_cs, panel, K, tile, width, n, static_cast<const T*>(nullptr), /*accumulate=*/true);
+    panel_rows(a + r0 * lda, lda, panel, K, tile, width, n, /*accumulate=*/true);
     for (int64_t r = 0; r < n; ++r) {
       for (int64_t j = 0; j < valid_cols; ++j) c[(r0 + r) * ldc + j] = tile[r * width + j];
     }
@@ -278,12 +274,6 @@ void panel_gemm(const T* a, int64_t a_rs, int64_t a_cs, const T* panel, int64_t 
 constexpr int64_t kFewRowsMaxVecs = kAvx512Registers ? 1 : 2;
 constexpr int64_t kFewRowsTileRows = 6;  // rows of W per wide tile
 
-// The bias of C's columns from n on (none without a bias).
-template <typename T>
-const T* bias_from(const T* bias, int64_t n) {
-  return bias != nullptr ? bias + n : nullptr;
-}
-
 template <typename T>
 int64_t few_rows_width(int64_t M) {
   const int64_t vecs = std::min<int64_t>(kFewRowsMaxVecs, (M + Vec<T>::size() - 1) / Vec<T>::size());
@@ -293,7 +283,7 @@ int64_t few_rows_width(int64_t M) {
 // R rows of W against M <= kFewRowsDotMax rows of A, both read along k.
 template <typename T, int64_t R, int64_t M>
 void few_rows_dot_tile(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, T* c, int64_t ldc,
-                       const T* bias, bool accumulate) {
+                       bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[R][M];
   for (int64_t r = 0; r < R; ++r) {
@@ -312,7 +302,7 @@ void few_rows_dot_tile(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t
     for (int64_t m = 0; m < M; ++m) {
       T lanes[W];
       acc[r][m].store(lanes);
-      T sum = accumulate ? c[m * ldc + r] : (bias != nullptr ? bias[r] : T(0));
+      T sum = accumulate ? c[m * ldc + r] : T(0);
       for (int64_t i = 0; i < W; ++i) sum += lanes[i];
       for (int64_t j = k; j < K; ++j) sum += w[r * ldw + j] * a[m * lda + j];
       c[m * ldc + r] = sum;
@@ -326,30 +316,30 @@ constexpr int64_t kDotTileRows = M <= 2 ? 4 : 2;
 
 template <typename T, int64_t M>
 void few_rows_dot_rows(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, T* c, int64_t ldc,
-                       int64_t rows, const T* bias, bool accumulate) {
+                       int64_t rows, bool accumulate) {
   constexpr int64_t R = kDotTileRows<M>;
   int64_t n = 0;
   for (; n + R <= rows; n += R) {
-    few_rows_dot_tile<T, R, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_from(bias, n), accumulate);
+    few_rows_dot_tile<T, R, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, accumulate);
   }
-  for (; n < rows; ++n) few_rows_dot_tile<T, 1, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, bias_from(bias, n), accumulate);
+  for (; n < rows; ++n) few_rows_dot_tile<T, 1, M>(w + n * ldw, ldw, a, lda, K, c + n, ldc, accumulate);
 }
 
 template <typename T>
 void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c, int64_t ldc,
-                  int64_t rows, const T* bias, bool accumulate) {
+                  int64_t rows, bool accumulate) {
   static_assert(kFewRowsDotMax == 4);
   switch (M) {
-    case 1: return few_rows_dot_rows<T, 1>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
-    case 2: return few_rows_dot_rows<T, 2>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
-    case 3: return few_rows_dot_rows<T, 3>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
-    default: return few_rows_dot_rows<T, 4>(w, ldw, a, lda, K, c, ldc, rows, bias, accumulate);
+    case 1: return few_rows_dot_rows<T, 1>(w, ldw, a, lda, K, c, ldc, rows, accumulate);
+    case 2: return few_rows_dot_rows<T, 2>(w, ldw, a, lda, K, c, ldc, rows, accumulate);
+    case 3: return few_rows_dot_rows<T, 3>(w, ldw, a, lda, K, c, ldc, rows, accumulate);
+    default: return few_rows_dot_rows<T, 4>(w, ldw, a, lda, K, c, ldc, rows, accumulate);
   }
 }
 
 template <typename T>
 void few_rows_square_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
-                          const T* bias, bool accumulate) {
+                          bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[W];
   for (int64_t r = 0; r < W; ++r) acc[r] = Vec<T>(T(0));
@@ -360,17 +350,16 @@ void few_rows_square_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int6
   T by_n[W * W], by_m[W * W];
   for (int64_t r = 0; r < W; ++r) acc[r].store(by_n + r * W);
   at::vec::transpose_mxn<T, W, W>(by_n, W, by_m, W);
-  const Vec<T> init = bias != nullptr ? Vec<T>::loadu(bias) : Vec<T>(T(0));
   for (int64_t m = 0; m < M; ++m) {
-    const Vec<T> base = accumulate ? Vec<T>::loadu(c + m * ldc) : init;
-    (base + Vec<T>::loadu(by_m + m * W)).store(c + m * ldc);
+    const Vec<T> sum = Vec<T>::loadu(by_m + m * W);
+    (accumulate ? Vec<T>::loadu(c + m * ldc) + sum : sum).store(c + m * ldc);
   }
 }
 
 // R rows of W against V vectors of A rows (a_t has V * Vec<T>::size() columns).
 template <typename T, int64_t R, int64_t V>
 void few_rows_wide_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
-                        const T* bias, bool accumulate) {
+                        bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
   Vec<T> acc[R][V];
   for (int64_t r = 0; r < R; ++r) {
@@ -390,51 +379,50 @@ void few_rows_wide_tile(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_
   }
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t r = 0; r < R; ++r) {
-      const T init = accumulate ? c[m * ldc + r] : (bias != nullptr ? bias[r] : T(0));
-      c[m * ldc + r] = init + by_n[r][m];
+      c[m * ldc + r] = accumulate ? c[m * ldc + r] + by_n[r][m] : by_n[r][m];
     }
   }
 }
 
 template <typename T, int64_t V>
 void few_rows_wide_rows(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
-                        int64_t rows, const T* bias, bool accumulate) {
+                        int64_t rows, bool accumulate) {
   constexpr int64_t R = kFewRowsTileRows;
   int64_t n = 0;
   for (; n + R <= rows; n += R) {
-    few_rows_wide_tile<T, R, V>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate);
+    few_rows_wide_tile<T, R, V>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, accumulate);
   }
   const T* w_n = w + n * ldw;
   switch (rows - n) {
     case 0: break;
-    case 1: few_rows_wide_tile<T, 1, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
-    case 2: few_rows_wide_tile<T, 2, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
-    case 3: few_rows_wide_tile<T, 3, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
-    case 4: few_rows_wide_tile<T, 4, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
-    default: few_rows_wide_tile<T, 5, V>(w_n, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate); break;
+    case 1: few_rows_wide_tile<T, 1, V>(w_n, ldw, a_t, K, M, c + n, ldc, accumulate); break;
+    case 2: few_rows_wide_tile<T, 2, V>(w_n, ldw, a_t, K, M, c + n, ldc, accumulate); break;
+    case 3: few_rows_wide_tile<T, 3, V>(w_n, ldw, a_t, K, M, c + n, ldc, accumulate); break;
+    case 4: few_rows_wide_tile<T, 4, V>(w_n, ldw, a_t, K, M, c + n, ldc, accumulate); break;
+    default: few_rows_wide_tile<T, 5, V>(w_n, ldw, a_t, K, M, c + n, ldc, accumulate); break;
   }
 }
 
 template <typename T>
 void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
-                   int64_t rows, const T* bias, bool accumulate) {
+                   int64_t rows, bool accumulate) {
   if constexpr (kAvx512Registers) {
     constexpr int64_t W = Vec<T>::size();
     int64_t n = 0;
     for (; n + W <= rows; n += W) {
-      few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, bias_from(bias, n), accumulate);
+      few_rows_square_tile<T>(w + n * ldw, ldw, a_t, K, M, c + n, ldc, accumulate);
     }
     for (; n < rows; ++n) {  // the last rows % W rows of W, one dot product per element
       for (int64_t m = 0; m < M; ++m) {
-        T sum = accumulate ? c[m * ldc + n] : (bias != nullptr ? bias[n] : T(0));
+        T sum = accumulate ? c[m * ldc + n] : T(0);
         for (int64_t k = 0; k < K; ++k) sum += w[n * ldw + k] * a_t[k * W + m];
         c[m * ldc + n] = sum;
       }
     }
   } else if (few_rows_width<T>(M) == Vec<T>::size()) {  // a_t's width, as the caller packed it
-    few_rows_wide_rows<T, 1>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
+    few_rows_wide_rows<T, 1>(w, ldw, a_t, K, M, c, ldc, rows, accumulate);
   } else {
-    few_rows_wide_rows<T, 2>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate);
+    few_rows_wide_rows<T, 2>(w, ldw, a_t, K, M, c, ldc, rows, accumulate);
   }
 }
 
@@ -487,16 +475,16 @@ RNNF_INSTANTIATE(at::Half, float)
 
 template int64_t panel_width<float>();
 template int64_t panel_width<double>();
-template void panel_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, const float*, bool);
-template void panel_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, const double*, bool);
+template void panel_gemm<float>(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, bool);
+template void panel_gemm<double>(const double*, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, bool);
 template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
 template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double*);
 template int64_t few_rows_width<float>(int64_t);
 template int64_t few_rows_width<double>(int64_t);
-template void few_rows_dot<float>(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
-template void few_rows_dot<double>(const double*, int64_t, const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
-template void few_rows_gemm<float>(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, const float*, bool);
-template void few_rows_gemm<double>(const double*, int64_t, const double*, int64_t, int64_t, double*, int64_t, int64_t, const double*, bool);
+template void few_rows_dot<float>(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, bool);
+template void few_rows_dot<double>(const double*, int64_t, const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, bool);
+template void few_rows_gemm<float>(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, bool);
+template void few_rows_gemm<double>(const double*, int64_t, const double*, int64_t, int64_t, double*, int64_t, int64_t, bool);
 
 }  // namespace RNNF_VEC_NAMESPACE
 }  // namespace rnnfused

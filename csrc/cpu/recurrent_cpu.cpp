@@ -77,13 +77,13 @@ struct Isa {
   }
   template <typename T>
   static void few_rows_dot(const T* w, int64_t ldw, const T* a, int64_t lda, int64_t K, int64_t M, T* c,
-                           int64_t ldc, int64_t rows, const T* bias, bool accumulate) {
-    RNNF_ISA_FORWARD(template few_rows_dot<T>(w, ldw, a, lda, K, M, c, ldc, rows, bias, accumulate))
+                           int64_t ldc, int64_t rows, bool accumulate) {
+    RNNF_ISA_FORWARD(template few_rows_dot<T>(w, ldw, a, lda, K, M, c, ldc, rows, accumulate))
   }
   template <typename T>
   static void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, T* c, int64_t ldc,
-                            int64_t rows, const T* bias, bool accumulate) {
-    RNNF_ISA_FORWARD(template few_rows_gemm<T>(w, ldw, a_t, K, M, c, ldc, rows, bias, accumulate))
+                            int64_t rows, bool accumulate) {
+    RNNF_ISA_FORWARD(template few_rows_gemm<T>(w, ldw, a_t, K, M, c, ldc, rows, accumulate))
   }
   // W viewed as (K, groups * width) packed for panel_gemm<T>.
   template <typename T>
@@ -199,14 +199,14 @@ class FewRows {
   }
 
   // C (M, n) = init + A @ W^T for W (n, K) row-major (row stride ldw); init as for PanelGemmFn.
-  void multiply(const T* w, int64_t ldw, int64_t n, T* c, int64_t ldc, const T* bias, bool accumulate) const {
+  void multiply(const T* w, int64_t ldw, int64_t n, T* c, int64_t ldc, bool accumulate) const {
     if (M_ <= kFewRowsDotMax) {
-      IsaT::few_rows_dot(w, ldw, a_, lda_, K_, M_, c, ldc, n, bias, accumulate);
+      IsaT::few_rows_dot(w, ldw, a_, lda_, K_, M_, c, ldc, n, accumulate);
       return;
     }
     const T* a_t = a_t_;
     for_each_chunk(M_, [&](int64_t first_row, int64_t rows, int64_t width) {
-      IsaT::few_rows_gemm(w, ldw, a_t, K_, rows, c + first_row * ldc, ldc, n, bias, accumulate);
+      IsaT::few_rows_gemm(w, ldw, a_t, K_, rows, c + first_row * ldc, ldc, n, accumulate);
       a_t += K_ * width;
     });
   }
@@ -231,24 +231,23 @@ class FewRows {
 // ldw) read as it lies, threads splitting W's rows. init as for PanelGemmFn.
 template <typename IsaT, typename T>
 void unpacked_gemm(const T* w, int64_t ldw, int64_t N, int64_t K, const T* a, int64_t lda, int64_t M, T* c,
-                   int64_t ldc, const T* bias, bool accumulate) {
+                   int64_t ldc, bool accumulate) {
   const int64_t buffer_size = FewRows<IsaT, T>::buffer_size(M, K);
   const Tensor buffer = buffer_size > 0 ? scratch_empty({buffer_size}, c10::CppTypeToScalarType<T>::value) : Tensor();
   const FewRows<IsaT, T> a_rows(a, lda, M, K, buffer_size > 0 ? buffer.mutable_data_ptr<T>() : nullptr);
   const int64_t rows_per_task = std::max<int64_t>(128, kMacsPerThread / std::max<int64_t>(1, K * M));
   at::parallel_for(0, N, rows_per_task, [&](int64_t n0, int64_t n1) {
-    a_rows.multiply(w + n0 * ldw, ldw, n1 - n0, c + n0, ldc, bias != nullptr ? bias + n0 : nullptr, accumulate);
+    a_rows.multiply(w + n0 * ldw, ldw, n1 - n0, c + n0, ldc, accumulate);
   });
 }
 
-// Runs unpacked_gemm for C = A @ B (+ bias) when it applies: with_row_major_kernels for M rows,
+// Runs unpacked_gemm for C (+)= A @ B when it applies: with_row_major_kernels for M rows,
 // B a transposed row-major weight, A with unit column stride. False otherwise.
 template <typename T>
-bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c, int64_t ldc, const T* bias,
-                       bool accumulate) {
+bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c, int64_t ldc, bool accumulate) {
   if (M == 0 || !B.t().is_contiguous()) return false;
   return with_row_major_kernels<T>(M, [&](auto isa) {
-    unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc, bias,
+    unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc,
                                     accumulate);
   });
 }
@@ -273,7 +272,7 @@ struct PanelWeight {
   std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const { return packed.share(id, team); }
   void gemm(int64_t /*id*/, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
             bool accumulate) const {
-    packed.gemm_columns(kernel, a, lda, 1, c, ldc, rows, begin, end, accumulate);
+    packed.gemm_columns(kernel, a, lda, c, ldc, rows, begin, end, accumulate);
   }
 };
 
@@ -304,7 +303,7 @@ struct RowMajorWeight {
     const FewRows<IsaT, T> a_rows(a, lda, rows, K, buffer);
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t first = g * group_width + begin;
-      a_rows.multiply(w + first * K, K, end - begin, c + first, ldc, nullptr, accumulate);
+      a_rows.multiply(w + first * K, K, end - begin, c + first, ldc, accumulate);
     }
   }
 };
@@ -415,12 +414,12 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
           }
         }
         team_barrier();  // dL/dr_t complete
-        w_hr.gemm_columns(gemm, grad_r, P, 1, grad_h, H, rows, u0, u1, /*accumulate=*/false);
+        w_hr.gemm_columns(gemm, grad_r, P, grad_h, H, rows, u0, u1, /*accumulate=*/false);
       }
       const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
       IsaT::lstm_backward(p, 0, rows, u0, u1);
       team_barrier();  // dL/dgates_t complete
-      w_hh.gemm_columns(gemm, p.grad_gates, 4 * H, 1, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
+      w_hh.gemm_columns(gemm, p.grad_gates, 4 * H, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
     }
   });
 }
@@ -464,7 +463,7 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
       const RnnBackwardStep<T> p = rnn_backward_step(L, t);
       IsaT::template rnn_backward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
-      w_hh.gemm_columns(gemm, p.grad_pre, H, 1, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
+      w_hh.gemm_columns(gemm, p.grad_pre, H, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
     }
   });
 }
@@ -492,29 +491,27 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     return scratch_empty(sizes, options.dtype().toScalarType());
   }
 
-  // C (M, N) = A (M, K) @ B (K, N) (+ bias), a GEMM run once per op call (input projections,
-  // input and weight gradients): few rows through the few-rows kernels on B as it lies, the rest
-  // through ATen's BLAS. Over many rows MKL's sgemm / dgemm and oneDNN's bfloat16 GEMM (AMX) beat
-  // packing B for the panel kernels (measured on a Xeon with AVX-512 and AMX: LSTM B=64 H=512
-  // fwd+bwd 308 -> 243 ms, float64 B=16 H=256 fwd+bwd 42 -> 34 ms, bfloat16 B=16 H=256 fwd+bwd
-  // 6.6 -> 6.4 ms).
-  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B, const OptTensor& bias) {
+  // C (M, N) = A (M, K) @ B (K, N), a GEMM run once per op call (input projections, input and
+  // weight gradients): few rows through the few-rows kernels on B as it lies, the rest through
+  // ATen's BLAS. Over many rows MKL's sgemm / dgemm and oneDNN's bfloat16 GEMM (AMX) beat packing
+  // B for the panel kernels (measured on a Xeon with AVX-512 and AMX: LSTM B=64 H=512 fwd+bwd
+  // 308 -> 243 ms, float64 B=16 H=256 fwd+bwd 42 -> 34 ms, bfloat16 B=16 H=256 fwd+bwd 6.6 ->
+  // 6.4 ms).
+  static void gemm(const Tensor& C, const Tensor& A, const Tensor& B) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
-      done = A.stride(1) == 1 &&
-             try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
-                                         C.mutable_data_ptr<scalar_t>(), C.stride(0),
-                                         bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
-                                         /*accumulate=*/false);
+      done = A.stride(1) == 1 && try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
+                                                             C.mutable_data_ptr<scalar_t>(), C.stride(0),
+                                                             /*accumulate=*/false);
     });
-    if (!done) AtenGemm::gemm(C, A, B, bias);
+    if (!done) AtenGemm::gemm(C, A, B);
   }
 
   // The step GEMM of StepByStep (cell steps, float16).
   template <typename scalar_t>
   static void step_gemm(const Tensor& b, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, int64_t rows,
                         bool accumulate) {
-    if (!try_unpacked_gemm<scalar_t>(b, a, lda, rows, c, ldc, nullptr, accumulate)) {
+    if (!try_unpacked_gemm<scalar_t>(b, a, lda, rows, c, ldc, accumulate)) {
       AtenGemm::step_gemm(b, a, lda, c, ldc, rows, accumulate);
     }
   }
