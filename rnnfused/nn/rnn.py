@@ -23,19 +23,29 @@ class _FusedStack:
 
     def _layer_weights(self, weights: dict[str, Tensor], layer: int, direction: int) -> list[Tensor | None]:
         """[w_ih, w_hh, b_ih, b_hh, w_hr] of one layer-direction (None where absent), from
-        ``weights``: name -> parameter, as torch.nn's RNNBase keeps them in _flat_weights."""
+        ``weights``: name -> tensor (_weights())."""
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
         names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"]
         return [weights.get(name + suffix) for name in names]
 
-    def _run_stack(self, x: Tensor, batch_sizes: Tensor | None, states: list[Tensor], run_layer):
-        """x: (T, B, I) or packed (N, I); states: tensors of shape (L*D, B, ·).
+    def _weights(self) -> dict[str, Tensor]:
+        """name -> tensor for every name in _flat_weights_names: what the attribute of that name
+        gives, read from _parameters (where torch.func.functional_call swaps weights in, too)
+        rather than through torch's _update_flat_weights pass over every weight on every call."""
+        params = self._parameters
+        try:
+            return {name: params[name] for name in self._flat_weights_names}
+        except KeyError:  # a weight replaced by a plain attribute or a parametrization
+            return {name: getattr(self, name) for name in self._flat_weights_names}
+
+    def _run_stack(self, x: Tensor, batch_sizes: Tensor | None, states: list[Tensor], weights: dict[str, Tensor],
+                   run_layer):
+        """x: (T, B, I) or packed (N, I); states: tensors of shape (L*D, B, ·); weights: _weights().
 
         run_layer(input, weights, layer_states, reverse) -> (output, *final_states).
         Returns the last layer's output and the stacked final states.
         """
         num_directions = 2 if self.bidirectional else 1
-        weights = dict(zip(self._flat_weights_names, self._flat_weights))
         finals: list[list[Tensor]] = [[] for _ in states]
         layer_input = x
         for layer in range(self.num_layers):
@@ -65,7 +75,6 @@ class LSTM(_FusedStack, nn.LSTM):
     """Drop-in for torch.nn.LSTM (same constructor, parameters, state_dict, outputs, errors)."""
 
     def forward(self, input, hx=None):
-        self._update_flat_weights()  # as torch.nn: weights swapped in (torch.func.functional_call)
         num_directions = 2 if self.bidirectional else 1
         real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         orig_input = input
@@ -105,15 +114,16 @@ class LSTM(_FusedStack, nn.LSTM):
         if batch_sizes is None and self.batch_first:
             input = self._time_major(input)
 
-        training = ops.needs_grad([input, *hx, *self._flat_weights])
+        weights = self._weights()
+        training = ops.needs_grad([input, *hx, *weights.values()])
 
-        def run_layer(layer_input, weights, states, reverse):
-            w_ih, w_hh, b_ih, b_hh, w_hr = weights
+        def run_layer(layer_input, layer_weights, states, reverse):
+            w_ih, w_hh, b_ih, b_hh, w_hr = layer_weights
             h0, c0 = states
             return ops.lstm_layer(layer_input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0,
                                   batch_sizes, reverse, training)
 
-        output, (h_n, c_n) = self._run_stack(input, batch_sizes, list(hx), run_layer)
+        output, (h_n, c_n) = self._run_stack(input, batch_sizes, list(hx), weights, run_layer)
         if isinstance(orig_input, PackedSequence):
             packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return packed, self.permute_hidden((h_n, c_n), unsorted_indices)
@@ -127,7 +137,6 @@ class RNN(_FusedStack, nn.RNN):
     """Drop-in for torch.nn.RNN (tanh or relu), same contract as torch.nn.RNN."""
 
     def forward(self, input, hx=None):
-        self._update_flat_weights()
         num_directions = 2 if self.bidirectional else 1
         orig_input = input
         batch_sizes = None
@@ -161,12 +170,12 @@ class RNN(_FusedStack, nn.RNN):
             input = self._time_major(input)
         nonlinearity = "tanh" if self.mode == "RNN_TANH" else "relu"
 
-        def run_layer(layer_input, weights, states, reverse):
-            w_ih, w_hh, b_ih, b_hh, _ = weights
+        def run_layer(layer_input, layer_weights, states, reverse):
+            w_ih, w_hh, b_ih, b_hh, _ = layer_weights
             return ops.rnn_layer(layer_input, w_ih, w_hh, b_ih, b_hh, states[0], batch_sizes,
                                  reverse, nonlinearity)
 
-        output, (h_n,) = self._run_stack(input, batch_sizes, [hx], run_layer)
+        output, (h_n,) = self._run_stack(input, batch_sizes, [hx], self._weights(), run_layer)
         if isinstance(orig_input, PackedSequence):
             packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return packed, self.permute_hidden(h_n, unsorted_indices)
