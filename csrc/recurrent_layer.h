@@ -15,8 +15,9 @@
 //   };
 //
 // StepByStep<Policy> implements the four loops as one recurrent GEMM per step accumulated in
-// place into the precomputed input projection, one fused pointwise pass (gate_math.h) and, for
-// proj_size, one projection GEMM; the policy then supplies the step GEMM and the passes:
+// place into the precomputed input projection, one fused pointwise pass that adds the bias
+// (gate_math.h) and, for proj_size, one projection GEMM; the policy then supplies the step GEMM
+// and the passes:
 //
 //     // C (rows, N) (+)= A (rows, K) @ B (K, N), A and C row-major pointers with row strides, so
 //     // the time loop builds no tensor views; B is step_operand(W viewed as (K, N)).

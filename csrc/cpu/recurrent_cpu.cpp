@@ -13,10 +13,10 @@
 //
 // Sequences too short to pay for packing (a cell step: under kPackMinRows rows in all) run the
 // same forward loops on the weights as they lie (float / double: the few-rows kernels), and
-// their one-off GEMMs through unpacked_gemm (the same kernels). The backward of such sequences, CPUs without AVX2
-// and bfloat16 without packing run the driver's StepByStep loops: the GEMMs through
-// unpacked_gemm or ATen's BLAS, and the vectorized pointwise rows (16-bit types computed in
-// float) or gate_math.h's element bodies over every (row, unit).
+// their one-off GEMMs through unpacked_gemm (the same kernels). The backward of such sequences,
+// CPUs without AVX2 and bfloat16 without packing run the driver's StepByStep loops: the GEMMs
+// through unpacked_gemm or ATen's BLAS, and the vectorized pointwise rows (16-bit types computed
+// in float) or gate_math.h's element bodies over every (row, unit).
 // float16, and bfloat16 without AVX512-BF16, run all of this in float32 (float_compute.h).
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
