@@ -209,30 +209,24 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
       _tile_zero(2);
       _tile_zero(3);
     }
-    for (int64_t k0 = 0; k0 < k_full; k0 += 32) {
-      const char* pairs = reinterpret_cast<const char*>(panel + k0 * kBf16PanelWidth);  // row pair k0 / 2
-      _tile_loadd(4, a_block + k0, a_stride);
-      _tile_loadd(5, pairs, kPairRowBytes);
-      _tile_dpbf16ps(0, 4, 5);
-      _tile_loadd(5, pairs + 64, kPairRowBytes);
-      _tile_dpbf16ps(1, 4, 5);
-      _tile_loadd(5, pairs + 128, kPairRowBytes);
-      _tile_dpbf16ps(2, 4, 5);
-      _tile_loadd(5, pairs + 192, kPairRowBytes);
-      _tile_dpbf16ps(3, 4, 5);
-    }
-    if (k_tail > 0) {
-      const char* pairs = reinterpret_cast<const char*>(panel + k_full * kBf16PanelWidth);
-      _tile_loadd(6, a_block + k_full, a_stride);
-      _tile_loadd(7, pairs, kPairRowBytes);
-      _tile_dpbf16ps(0, 6, 7);
-      _tile_loadd(7, pairs + 64, kPairRowBytes);
-      _tile_dpbf16ps(1, 6, 7);
-      _tile_loadd(7, pairs + 128, kPairRowBytes);
-      _tile_dpbf16ps(2, 6, 7);
-      _tile_loadd(7, pairs + 192, kPairRowBytes);
-      _tile_dpbf16ps(3, 6, 7);
-    }
+// C tiles 0-3 += the K block of A from column k0 (tile a_tile) @ the panel's row pairs from
+// k0 / 2, its four 16-column tiles loaded in turn into tile b_tile. Tile numbers are immediates.
+#define RNNF_AMX_K_BLOCK(a_tile, b_tile, k0)                                                     \
+  {                                                                                               \
+    const char* pairs = reinterpret_cast<const char*>(panel + (k0) * kBf16PanelWidth);            \
+    _tile_loadd(a_tile, a_block + (k0), a_stride);                                                \
+    _tile_loadd(b_tile, pairs, kPairRowBytes);                                                    \
+    _tile_dpbf16ps(0, a_tile, b_tile);                                                            \
+    _tile_loadd(b_tile, pairs + 64, kPairRowBytes);                                               \
+    _tile_dpbf16ps(1, a_tile, b_tile);                                                            \
+    _tile_loadd(b_tile, pairs + 128, kPairRowBytes);                                              \
+    _tile_dpbf16ps(2, a_tile, b_tile);                                                            \
+    _tile_loadd(b_tile, pairs + 192, kPairRowBytes);                                              \
+    _tile_dpbf16ps(3, a_tile, b_tile);                                                            \
+  }
+    for (int64_t k0 = 0; k0 < k_full; k0 += 32) RNNF_AMX_K_BLOCK(4, 5, k0)
+    if (k_tail > 0) RNNF_AMX_K_BLOCK(6, 7, k_full)
+#undef RNNF_AMX_K_BLOCK
     _tile_stored(0, c_tiles[0], 64);
     _tile_stored(1, c_tiles[1], 64);
     _tile_stored(2, c_tiles[2], 64);
