@@ -177,7 +177,7 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
     const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
     masks[v] = static_cast<__mmask16>((1u << n) - 1u);
   }
-  alignas(64) float c_tiles[4][16][16];  // C's float32 tiles on their way in and out
+  alignas(64) float c_tiles[4][16][16];  // the float32 products on their way out
   int64_t configured_rows = -1;
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int64_t mr = std::min<int64_t>(16, rows - r0);
@@ -192,23 +192,10 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
     }
     const c10::BFloat16* a_block = a + r0 * lda;
     c10::BFloat16* c_block = c + r0 * ldc;
-    if (accumulate) {
-      for (int64_t v = 0; v < 4; ++v) {
-        for (int64_t r = 0; r < mr; ++r) {
-          const __m256i bits = _mm256_maskz_loadu_epi16(masks[v], c_block + r * ldc + v * 16);
-          _mm512_store_ps(c_tiles[v][r], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)));
-        }
-      }
-      _tile_loadd(0, c_tiles[0], 64);
-      _tile_loadd(1, c_tiles[1], 64);
-      _tile_loadd(2, c_tiles[2], 64);
-      _tile_loadd(3, c_tiles[3], 64);
-    } else {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-    }
+    _tile_zero(0);  // C's old values join in the epilogue (one pass over them instead of two)
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
 // C tiles 0-3 += the K block of A from column k0 (tile a_tile) @ the panel's row pairs from
 // k0 / 2, its four 16-column tiles loaded in turn into tile b_tile. Tile numbers are immediates.
 #define RNNF_AMX_K_BLOCK(a_tile, b_tile, k0)                                                     \
@@ -233,8 +220,10 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
     _tile_stored(3, c_tiles[3], 64);
     for (int64_t v = 0; v < 4 && masks[v] != 0; ++v) {
       for (int64_t r = 0; r < mr; ++r) {
-        _mm256_mask_storeu_epi16(c_block + r * ldc + v * 16, masks[v],
-                                 (__m256i)_mm512_cvtneps_pbh(_mm512_load_ps(c_tiles[v][r])));
+        c10::BFloat16* c_rv = c_block + r * ldc + v * 16;
+        __m512 sum = _mm512_load_ps(c_tiles[v][r]);
+        if (accumulate) sum = _mm512_add_ps(sum, avx512_bf16::load_bf16(c_rv, masks[v]));
+        _mm256_mask_storeu_epi16(c_rv, masks[v], (__m256i)_mm512_cvtneps_pbh(sum));
       }
     }
   }
