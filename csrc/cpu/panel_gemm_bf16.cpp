@@ -43,6 +43,14 @@ inline void store_bf16(c10::BFloat16* p, __m512 v, __mmask16 mask) {
   _mm256_mask_storeu_epi16(p, mask, (__m256i)_mm512_cvtneps_pbh(v));
 }
 
+// masks[v]: the lanes of a panel's 16-column vector v that hold one of its valid_cols columns.
+inline void column_masks(int64_t valid_cols, __mmask16 masks[kVecs]) {
+  for (int64_t v = 0; v < kVecs; ++v) {
+    const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
+    masks[v] = static_cast<__mmask16>((1u << n) - 1u);
+  }
+}
+
 // (a[k], a[k + 1]) as one 32-bit lane; the last pair of an odd K is (a[K - 1], 0).
 inline __m512bh pair_at(const c10::BFloat16* a, int64_t k) {
   int32_t pair;
@@ -89,10 +97,7 @@ bool supported() {
 void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel, int64_t K, c10::BFloat16* c,
                 int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate) {
   __mmask16 masks[kVecs];
-  for (int64_t v = 0; v < kVecs; ++v) {
-    const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
-    masks[v] = static_cast<__mmask16>((1u << n) - 1u);
-  }
+  column_masks(valid_cols, masks);
   int64_t r = 0;
   for (; r + kTileRows <= rows; r += kTileRows) {
     tile<kTileRows>(a + r * lda, lda, panel, K, c + r * ldc, ldc, masks, accumulate);
@@ -135,8 +140,7 @@ struct alignas(64) TileConfig {
 
 TileConfig tile_config(int64_t rows, int64_t k_tail) {
   TileConfig config;
-  for (int t = 0; t < 4; ++t) config.rows[t] = uint8_t(rows), config.colsb[t] = 64;
-  config.rows[4] = uint8_t(rows), config.colsb[4] = 64;
+  for (int t = 0; t < 5; ++t) config.rows[t] = uint8_t(rows), config.colsb[t] = 64;  // C and A
   config.rows[5] = 16, config.colsb[5] = 64;
   if (k_tail > 0) {
     config.rows[6] = uint8_t(rows), config.colsb[6] = uint16_t(k_tail * 2);
@@ -172,11 +176,8 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
   }
   const int64_t k_full = K / 32 * 32, k_tail = K - k_full;
   const int64_t a_stride = lda * int64_t(sizeof(c10::BFloat16));
-  __mmask16 masks[4];
-  for (int64_t v = 0; v < 4; ++v) {
-    const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, valid_cols - v * 16));
-    masks[v] = static_cast<__mmask16>((1u << n) - 1u);
-  }
+  __mmask16 masks[avx512_bf16::kVecs];
+  avx512_bf16::column_masks(valid_cols, masks);
   alignas(64) float c_tiles[4][16][16];  // the float32 products on their way out
   int64_t configured_rows = -1;
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
@@ -223,7 +224,7 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
         c10::BFloat16* c_rv = c_block + r * ldc + v * 16;
         __m512 sum = _mm512_load_ps(c_tiles[v][r]);
         if (accumulate) sum = _mm512_add_ps(sum, avx512_bf16::load_bf16(c_rv, masks[v]));
-        _mm256_mask_storeu_epi16(c_rv, masks[v], (__m256i)_mm512_cvtneps_pbh(sum));
+        avx512_bf16::store_bf16(c_rv, sum, masks[v]);
       }
     }
   }

@@ -252,7 +252,7 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
   });
 }
 
-// The weights of a forward loop's per-step GEMMs, as the thread team uses them:
+// The weights of a time loop's per-step GEMMs, as the thread team uses them:
 //   share(id, team) -> [begin, end): thread id's columns within each group (its hidden units);
 //   gemm(id, a, lda, c, ldc, rows, begin, end, accumulate): C (rows, groups x group_width) columns
 //     g * group_width + [begin, end) of every group g = init + A (rows, K) @ W^T, for W (N, K),
@@ -390,9 +390,8 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch;
   const bool proj = L.has_proj();
-  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
-  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);                       // (4H, P)
-  const PackedWeight<T> w_hr = proj ? IsaT::template pack<T>(L.w_hr, 1) : PackedWeight<T>();  // (P, H)
+  const PanelWeight<T> w_hh = PanelWeight<T>::template make<IsaT>(L.w_hh, 1);                       // (4H, P)
+  const PanelWeight<T> w_hr = proj ? PanelWeight<T>::template make<IsaT>(L.w_hr, 1) : PanelWeight<T>();  // (P, H)
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
   T* const grad_h = proj ? grad_h_scratch.mutable_data_ptr<T>() : nullptr;  // (B, H) dL/dh_t
 
@@ -414,12 +413,12 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
           }
         }
         team_barrier();  // dL/dr_t complete
-        w_hr.gemm_columns(gemm, grad_r, P, grad_h, H, rows, u0, u1, /*accumulate=*/false);
+        w_hr.gemm(id, grad_r, P, grad_h, H, rows, u0, u1, /*accumulate=*/false);
       }
       const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
       IsaT::lstm_backward(p, 0, rows, u0, u1);
       team_barrier();  // dL/dgates_t complete
-      w_hh.gemm_columns(gemm, p.grad_gates, 4 * H, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
+      w_hh.gemm(id, p.grad_gates, 4 * H, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
     }
   });
 }
@@ -452,8 +451,7 @@ template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  const PackedWeight<T> w_hh = IsaT::template pack<T>(L.w_hh, 1);
-  const PanelGemmFn<T> gemm = IsaT::template panel_gemm<T>();
+  const PanelWeight<T> w_hh = PanelWeight<T>::template make<IsaT>(L.w_hh, 1);
 
   // As in fused_lstm_backward without projection: a thread reads only its own columns of dL/dh.
   run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
@@ -463,7 +461,7 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
       const RnnBackwardStep<T> p = rnn_backward_step(L, t);
       IsaT::template rnn_backward<act, T, A>(p, 0, rows, u0, u1);
       team_barrier();
-      w_hh.gemm_columns(gemm, p.grad_pre, H, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
+      w_hh.gemm(id, p.grad_pre, H, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
     }
   });
 }

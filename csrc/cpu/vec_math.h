@@ -93,7 +93,8 @@ struct VectorMath<at::vec::Vectorized<double>> {
     return at::vec::fmadd(r * r, p, r);
   }
 
-  // y * 2^n for integral n in [-1022, 1023] (AVX2's exponent bits hold no more).
+  // y * 2^n for integral n: AVX-512's scalef takes any n (overflow to +inf, rounding into the
+  // subnormals); AVX2 builds 2^n from exponent bits, which hold n in [-1022, 1023] only.
   static V scale(const V& y, const V& n) {
 #if defined(CPU_CAPABILITY_AVX512)
     return V(_mm512_scalef_pd(y, n));
@@ -116,14 +117,15 @@ struct VectorMath<at::vec::Vectorized<double>> {
   static V exp(const V& x_in) {
 #if defined(CPU_CAPABILITY_AVX512)
     const V x = at::vec::clamp(x_in, V(-746.0), V(710.0));  // keeps NaN
-    V n;
-    const V r = reduce(x, n);
-    return V(_mm512_scalef_pd(expm1_reduced(r) + V(1.0), n));
 #else
     const V x = at::vec::clamp(x_in, V(-708.0), V(709.0));  // keeps NaN
+#endif
     V n;
     const V r = reduce(x, n);
     const V y = scale(expm1_reduced(r) + V(1.0), n);
+#if defined(CPU_CAPABILITY_AVX512)
+    return y;
+#else
     return V::blendv(V::blendv(y, V(std::numeric_limits<double>::infinity()), x_in > V(709.0)), V(0.0),
                      x_in < V(-708.0));
 #endif
