@@ -80,16 +80,16 @@ struct PackedWeight {
     return {first * panel_width, std::min(last * panel_width, group_width)};
   }
 
-  // C[:, g*group_width + [begin, end)] = init + A @ W[:, same columns] for every group g; A
-  // row-major (row stride lda), C row stride ldc, begin a multiple of panel_width; init as for
-  // PanelGemmFn.
+  // C[:, g*group_width + [begin, end)] = init + A[:, [k0, k1)] @ W[[k0, k1), same columns] for
+  // every group g; A row-major (row stride lda), C row stride ldc, begin a multiple of
+  // panel_width, k0 even in pair layout; init as for PanelGemmFn.
   void gemm_columns(PanelGemmFn<T> kernel, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin,
-                    int64_t end, bool accumulate) const {
-    if (rows == 0) return;
+                    int64_t end, int64_t k0, int64_t k1, bool accumulate) const {
+    if (rows == 0 || (k0 >= k1 && accumulate)) return;
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t col = begin; col < end; col += panel_width) {
-        kernel(a, lda, panel(g, col / panel_width), K, c + g * group_width + col, ldc, rows,
-               std::min(panel_width, group_width - col), accumulate);
+        kernel(a + k0, lda, panel(g, col / panel_width) + k0 * panel_width, k1 - k0, c + g * group_width + col, ldc,
+               rows, std::min(panel_width, group_width - col), accumulate);
       }
     }
   }

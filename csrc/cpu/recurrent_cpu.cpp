@@ -271,8 +271,12 @@ struct PanelWeight {
   }
   std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const { return packed.share(id, team); }
   void gemm(int64_t /*id*/, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
+            int64_t k0, int64_t k1, bool accumulate) const {
+    packed.gemm_columns(kernel, a, lda, c, ldc, rows, begin, end, k0, k1, accumulate);
+  }
+  void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
             bool accumulate) const {
-    packed.gemm_columns(kernel, a, lda, c, ldc, rows, begin, end, accumulate);
+    gemm(id, a, lda, c, ldc, rows, begin, end, 0, packed.K, accumulate);
   }
 };
 
@@ -297,24 +301,31 @@ struct RowMajorWeight {
     return {first * kUnitBlock, std::min(last * kUnitBlock, group_width)};
   }
   void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
-            bool accumulate) const {
-    if (rows == 0 || begin >= end) return;
+            int64_t k0, int64_t k1, bool accumulate) const {
+    if (rows == 0 || begin >= end || (k0 >= k1 && accumulate)) return;
     T* buffer = buffer_size > 0 ? buffers.mutable_data_ptr<T>() + id * buffer_size : nullptr;
-    const FewRows<IsaT, T> a_rows(a, lda, rows, K, buffer);
+    const FewRows<IsaT, T> a_rows(a + k0, lda, rows, k1 - k0, buffer);
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t first = g * group_width + begin;
-      a_rows.multiply(w + first * K, K, end - begin, c + first, ldc, accumulate);
+      a_rows.multiply(w + first * K + k0, K, end - begin, c + first, ldc, accumulate);
     }
+  }
+  void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
+            bool accumulate) const {
+    gemm(id, a, lda, c, ldc, rows, begin, end, 0, K, accumulate);
   }
 };
 
-// Asks for the cache lines of data[0, count) at once. The state a step multiplies was written by
-// every thread of the team: read in the GEMM's order (row by row, along k) each line that another
-// core wrote is a miss of its own, one after another; asked for together they overlap.
+// Asks for the cache lines of a (rows, cols) block (row stride ld) at once. The state a step
+// multiplies was written by every thread of the team: read in the GEMM's order (row by row,
+// along k) each line that another core wrote is a miss of its own, one after another; asked for
+// together they overlap.
 template <typename T>
-void prefetch_rows(const T* data, int64_t count) {
+void prefetch_rows(const T* data, int64_t rows, int64_t ld, int64_t cols) {
   constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t i = 0; i < count; i += kLine) __builtin_prefetch(data + i, 0, 3);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < cols; i += kLine) __builtin_prefetch(data + r * ld + i, 0, 3);
+  }
 }
 
 // Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
@@ -346,45 +357,86 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 // ---------------------------------------------------------------------------------------------
 // The fused time loops (float, double, bfloat16; see the top of the file).
 
+// A step GEMM whose A is written by the whole team: C (rows, columns [begin, end) of each group)
+// = init + A (rows, K) @ W^T, where A's columns are cut into `blocks` blocks of K / blocks and
+// thread id wrote the columns [own.first, own.second) of each block. The product over its own
+// columns runs first, then, once every thread has published the stage that wrote A, the rest:
+// the wait overlaps the first part. init as for Weight::gemm.
+template <typename Weight, typename T>
+void gemm_own_columns_first(const Weight& w, const TeamProgress& progress, int64_t id, int64_t team, const T* a,
+                            int64_t lda, T* c, int64_t ldc, int64_t rows, std::pair<int64_t, int64_t> columns,
+                            int64_t K, int64_t blocks, std::pair<int64_t, int64_t> own, bool accumulate) {
+  const int64_t block = K / blocks;
+  // f(k0, k1) for the ranges of A's columns the other threads wrote.
+  const auto for_others = [&](auto&& f) {
+    int64_t k0 = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (k0 < b * block + own.first) f(k0, b * block + own.first);
+      k0 = b * block + own.second;
+    }
+    if (k0 < K) f(k0, K);
+  };
+  bool init = accumulate;
+  const auto multiply = [&](int64_t k0, int64_t k1) {
+    w.gemm(id, a, lda, c, ldc, rows, columns.first, columns.second, k0, k1, init);
+    init = true;
+  };
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (own.first < own.second) multiply(b * block + own.first, b * block + own.second);
+  }
+  progress.wait_for_team(id, team);
+  for_others([&](int64_t k0, int64_t k1) { prefetch_rows(a + k0, rows, lda, k1 - k0); });
+  for_others(multiply);
+}
+
 // w_hh: L.w_hh_kn in 4 groups (the gates); w_hr: L.w_hr_kn in 1 (empty without projection).
+//
+// Thread shares: u = hidden units (H), q = columns of the state (P; u when P == H). Per step a
+// thread multiplies h_{t-1} by the gate weights of its units, runs their pointwise pass and, with
+// projection, multiplies h_t by W_hr's columns q: each product starts on the part of its A the
+// thread wrote itself (gemm_own_columns_first) and waits for the rest. The state the GEMMs read
+// alternates between two buffers (both start as h0: rows that join late read h0), so a thread
+// writing step k's state never meets one still reading step k - 2's.
 template <typename IsaT, bool kTraining, typename T, typename A, typename Weight>
 void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const Weight& w_hh, const Weight& w_hr) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
   const auto options = L.w_hh_kn.options();
-  // Without projection every thread reads all of h_{t-1} while writing its units of h_t: two
-  // buffers, h_{t-1} in one, h_t in the other (both start as h0: rows that join late read h0).
-  // With projection the state is written in a phase of its own: one buffer.
-  const at::Tensor h_other = proj ? at::Tensor() : at::from_blob(L.h_state, {B, P}, options).clone();
-  T* h_buffers[2] = {L.h_state, proj ? nullptr : h_other.mutable_data_ptr<T>()};
+  const at::Tensor state_other = at::from_blob(L.h_state, {B, P}, options).clone();
+  T* state_buffers[2] = {L.h_state, state_other.mutable_data_ptr<T>()};
+  // With projection h_t (B, H) goes to the workspace when training, else to this scratch.
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
+  TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
-    const auto [u0, u1] = w_hh.share(id, team);
-    const auto [q0, q1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{0, 0};
+    const auto units = w_hh.share(id, team);
+    const auto state_columns = proj ? w_hr.share(id, team) : units;
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      T* ws_rows = L.ws + off * ws_cols;
-      const T* h_prev = proj ? L.h_state : h_buffers[k % 2];
-      prefetch_rows(h_prev, rows * P);
-      w_hh.gemm(id, h_prev, P, ws_rows, ws_cols, rows, u0, u1, /*accumulate=*/true);
-
-      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, h_buffers[(k + 1) % 2], h_scratch_ptr);
-      IsaT::template lstm_forward<kTraining>(p, 0, rows, u0, u1);
+      const T* state = state_buffers[k % 2];
+      T* next_state = state_buffers[(k + 1) % 2];
+      gemm_own_columns_first(w_hh, progress, id, team, state, P, L.ws + off * ws_cols, ws_cols, rows, units, P, 1,
+                             state_columns, /*accumulate=*/true);
+      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, next_state, h_scratch_ptr);
+      IsaT::template lstm_forward<kTraining>(p, 0, rows, units.first, units.second);
+      progress.publish(id);  // h_t's units
       if (proj) {
-        team_barrier();  // h_t complete
         T* r_rows = L.output + off * P;
-        w_hr.gemm(id, p.h_out, p.h_out_ld, r_rows, P, rows, q0, q1, /*accumulate=*/false);
-        copy_columns(r_rows, L.h_state, rows, P, q0, q1);
+        gemm_own_columns_first(w_hr, progress, id, team, p.h_out, p.h_out_ld, r_rows, P, rows, state_columns, H, 1,
+                               units, /*accumulate=*/false);
+        copy_columns(r_rows, next_state, rows, P, state_columns.first, state_columns.second);
+        progress.publish(id);  // r_t's columns
       }
-      team_barrier();  // the state of step k complete
     }
   });
-  if (!proj) gather_final_states(s, L.output, P, L.h_state);
+  gather_final_states(s, L.output, P, L.h_state);
 }
 
+// Thread shares as in fused_lstm_forward. Per step: (with projection) dL/dr_t's columns q, then
+// dL/dh_t's units u = dL/dr_t @ W_hr; the pointwise pass of the units u; dL/dh_{t-1}'s columns q
+// = dL/dgates_t @ W_hh. The products start on the part of their A the thread wrote itself.
 template <typename IsaT, typename T, typename A>
 void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const StepSchedule& s = *L.sched;
@@ -394,74 +446,78 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const PanelWeight<T> w_hr = proj ? PanelWeight<T>::template make<IsaT>(L.w_hr, 1) : PanelWeight<T>();  // (P, H)
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
   T* const grad_h = proj ? grad_h_scratch.mutable_data_ptr<T>() : nullptr;  // (B, H) dL/dh_t
+  const int64_t max_team = team_size_for(B * P * 4 * H);
+  TeamProgress progress(max_team);
 
-  // Thread shares: q = columns of dL/dh_{t-1} (P), u = hidden units of the pointwise pass (H).
-  // Without projection P == H and the two shares coincide, so a thread only ever reads its own
-  // columns of dL/dh_{t-1}: one barrier per step.
-  run_team(team_size_for(B * P * 4 * H), [&](int64_t id, int64_t team) {
-    const auto [q0, q1] = w_hh.share(id, team);
-    const auto [u0, u1] = proj ? w_hr.share(id, team) : std::pair<int64_t, int64_t>{q0, q1};
+  run_team(max_team, [&](int64_t id, int64_t team) {
+    const auto state_columns = w_hh.share(id, team);
+    const auto units = proj ? w_hr.share(id, team) : state_columns;
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       if (proj) {
-        // dL/dr_t = grad_output_t + carried (own columns), then dL/dh_t = dL/dr_t @ W_hr (own units).
+        // dL/dr_t = grad_output_t + carried.
         T* grad_r = L.grad_r + off * P;
         for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t c = q0; c < q1; ++c) {
+          for (int64_t c = state_columns.first; c < state_columns.second; ++c) {
             const A carried = static_cast<A>(L.grad_h_state[r * P + c]);
             grad_r[r * P + c] = static_cast<T>(L.grad_output ? carried + static_cast<A>(L.grad_output[(off + r) * P + c]) : carried);
           }
         }
-        team_barrier();  // dL/dr_t complete
-        w_hr.gemm(id, grad_r, P, grad_h, H, rows, u0, u1, /*accumulate=*/false);
+        progress.publish(id);
+        gemm_own_columns_first(w_hr, progress, id, team, grad_r, P, grad_h, H, rows, units, P, 1, state_columns,
+                               /*accumulate=*/false);
       }
       const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
-      IsaT::lstm_backward(p, 0, rows, u0, u1);
-      team_barrier();  // dL/dgates_t complete
-      w_hh.gemm(id, p.grad_gates, 4 * H, L.grad_h_state, P, rows, q0, q1, /*accumulate=*/false);
+      IsaT::lstm_backward(p, 0, rows, units.first, units.second);
+      progress.publish(id);
+      gemm_own_columns_first(w_hh, progress, id, team, p.grad_gates, 4 * H, L.grad_h_state, P, rows, state_columns,
+                             4 * H, 4, units, /*accumulate=*/false);
     }
   });
 }
 
-// w_hh: L.w_hh_kn in 1 group.
+// w_hh: L.w_hh_kn in 1 group. As fused_lstm_forward without projection.
 template <typename IsaT, Activation act, typename T, typename A, typename Weight>
 void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  // h_{t-1} and h_t in two buffers, as in fused_lstm_forward.
   const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
   T* h_buffers[2] = {L.h_state, h_other.mutable_data_ptr<T>()};
+  TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
-    const auto [u0, u1] = w_hh.share(id, team);
+    const auto units = w_hh.share(id, team);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      prefetch_rows(h_buffers[k % 2], rows * H);
-      w_hh.gemm(id, h_buffers[k % 2], H, L.pre + off * H, H, rows, u0, u1, /*accumulate=*/true);
+      gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
+                             units, /*accumulate=*/true);
       RnnForwardStep<T> p = rnn_forward_step(L, t);
       p.h_state = h_buffers[(k + 1) % 2];
-      IsaT::template rnn_forward<act, T, A>(p, 0, rows, u0, u1);
-      team_barrier();
+      IsaT::template rnn_forward<act, T, A>(p, 0, rows, units.first, units.second);
+      progress.publish(id);
     }
   });
   gather_final_states(s, L.output, H, L.h_state);
 }
 
+// As fused_lstm_backward without projection.
 template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
   const PanelWeight<T> w_hh = PanelWeight<T>::template make<IsaT>(L.w_hh, 1);
+  const int64_t max_team = team_size_for(B * H * H);
+  TeamProgress progress(max_team);
 
-  // As in fused_lstm_backward without projection: a thread reads only its own columns of dL/dh.
-  run_team(team_size_for(B * H * H), [&](int64_t id, int64_t team) {
-    const auto [u0, u1] = w_hh.share(id, team);
+  run_team(max_team, [&](int64_t id, int64_t team) {
+    const auto units = w_hh.share(id, team);
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t];
       const RnnBackwardStep<T> p = rnn_backward_step(L, t);
-      IsaT::template rnn_backward<act, T, A>(p, 0, rows, u0, u1);
-      team_barrier();
-      w_hh.gemm(id, p.grad_pre, H, L.grad_h_state, H, rows, u0, u1, /*accumulate=*/false);
+      IsaT::template rnn_backward<act, T, A>(p, 0, rows, units.first, units.second);
+      progress.publish(id);
+      gemm_own_columns_first(w_hh, progress, id, team, p.grad_pre, H, L.grad_h_state, H, rows, units, H, 1, units,
+                             /*accumulate=*/false);
     }
   });
 }
