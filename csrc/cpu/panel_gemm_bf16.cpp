@@ -34,13 +34,23 @@ namespace {
 constexpr int64_t kVecs = kBf16PanelWidth / 16;  // float32 accumulators per row of the tile
 constexpr int64_t kTileRows = 6;
 
+// Whole vectors (the common case) go through plain loads and stores: a load that reads what a
+// masked store wrote must wait until the store has left the core's store buffer, where a plain
+// store hands its data straight on (the next K part of a step GEMM and the pointwise pass read
+// C right after this kernel wrote it).
 inline __m512 load_bf16(const c10::BFloat16* p, __mmask16 mask) {
-  const __m256i bits = _mm256_maskz_loadu_epi16(mask, p);
+  const __m256i bits = mask == 0xffff ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                      : _mm256_maskz_loadu_epi16(mask, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
 inline void store_bf16(c10::BFloat16* p, __m512 v, __mmask16 mask) {
-  _mm256_mask_storeu_epi16(p, mask, (__m256i)_mm512_cvtneps_pbh(v));
+  const __m256i bits = (__m256i)_mm512_cvtneps_pbh(v);
+  if (mask == 0xffff) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), bits);
+  } else {
+    _mm256_mask_storeu_epi16(p, mask, bits);
+  }
 }
 
 // masks[v]: the lanes of a panel's 16-column vector v that hold one of its valid_cols columns.
