@@ -2,7 +2,8 @@
 
 The kernel follows ATen's CPU capability, chosen once per process (ATEN_CPU_CAPABILITY lowers
 it), so each runs in a subprocess.
-Hidden sizes cover whole SIMD vectors plus a scalar tail (H = 37), and all-tail (H = 5);
+Hidden sizes cover whole SIMD vectors plus a masked partial vector (H = 37), and a partial
+vector only (H = 5);
 sequences of 18 rows (the per-step path of short calls) and 72 (the fused, panel-packed loops);
 float32 and float64 against torch.nn, float16 and bfloat16 against float64 (bfloat16 also with
 an even H, for the AMX kernel). The vector tanh and sigmoid are checked against float64 over the

@@ -4,7 +4,8 @@
 // A kernel file turns its instruction set on (isa_avx2_begin.h / isa_avx512_begin.h, which also
 // define CPU_CAPABILITY) and includes pointwise_vec_impl.h, which defines these functions in
 // rnnfused::<capability namespace> on ATen's Vectorized (SLEEF exp / tanh): the gate math is
-// gate_math.h's templates run on SIMD vectors; the row tails run gate_math.h's scalar bodies.
+// gate_math.h's templates run on SIMD vectors, the units past the last whole vector of a row
+// in one masked vector.
 // recurrent_cpu.cpp picks the best capability the running CPU has.
 #pragma once
 

@@ -17,123 +17,139 @@ namespace RNNF_VEC_NAMESPACE {
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
 
-// Vec<A>::size() values stored as S, loaded into / stored from a vector of A (the 16-bit types
-// widen to float, and round back to nearest even on store).
+// A lambda run once per vector of a hot loop: inlined, as a function body would be.
+#if defined(__GNUC__)
+#define RNNF_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define RNNF_INLINE_LAMBDA
+#endif
+
+// The first n <= Vec<A>::size() values at p, stored as S, in a vector of A (the 16-bit types
+// widen to float, and round back to nearest even on store); lanes from n on read as zero and are
+// never written. Whole vectors (n == size) are plain loads and stores; the tail of a row of
+// units goes through masks (float, double) or a small buffer (16-bit types).
 template <typename A, typename S>
-Vec<A> load(const S* p) {
+C10_ALWAYS_INLINE Vec<A> load(const S* p, int64_t n) {
+  constexpr int64_t W = Vec<A>::size();
   if constexpr (std::is_same_v<S, A>) {
-    return Vec<A>::loadu(p);
+    return n == W ? Vec<A>::loadu(p) : Vec<A>::loadu(p, n);
   } else {
     static_assert(std::is_same_v<A, float>, "16-bit storage computes in float");
+    S padded[W] = {};
+    const S* src = p;
+    if (n != W) {
+      std::copy_n(p, n, padded);
+      src = padded;
+    }
     Vec<float> v;
     if constexpr (std::is_same_v<S, at::BFloat16>) {
-      at::vec::load_fp32_from_bf16(p, v);
+      at::vec::load_fp32_from_bf16(src, v);
     } else {
-      at::vec::load_fp32_from_fp16(p, v);
+      at::vec::load_fp32_from_fp16(src, v);
     }
     return v;
   }
 }
 
 template <typename S, typename A>
-void store(const Vec<A>& v, S* p) {
+C10_ALWAYS_INLINE void store(const Vec<A>& v, S* p, int64_t n) {
+  constexpr int64_t W = Vec<A>::size();
   if constexpr (std::is_same_v<S, A>) {
-    v.store(p);
+    n == W ? v.store(p) : v.store(p, n);
   } else {
+    S rounded[W];
+    S* dst = n == W ? p : rounded;
     if constexpr (std::is_same_v<S, at::BFloat16>) {
-      at::vec::convert_float_bfloat16(v, v).store(p, Vec<float>::size());
+      at::vec::convert_float_bfloat16(v, v).store(dst, W);
     } else {
-      at::vec::convert_float_half(v, v).store(p, Vec<float>::size());
+      at::vec::convert_float_half(v, v).store(dst, W);
     }
+    if (n != W) std::copy_n(rounded, n, p);
+  }
+}
+
+// Each row's units [unit_begin, unit_end) go by whole vectors, then one partial vector for the
+// rest: f(row, j, n) for n = Vec<A>::size() units at j, then the n < size() left.
+template <typename A, typename F>
+C10_ALWAYS_INLINE void for_unit_vectors(int64_t begin, int64_t end, int64_t unit_begin, int64_t unit_end, const F& f) {
+  constexpr int64_t W = Vec<A>::size();
+  for (int64_t row = begin; row < end; ++row) {
+    int64_t j = unit_begin;
+    for (; j + W <= unit_end; j += W) f(row, j, W);
+    if (j < unit_end) f(row, j, unit_end - j);
   }
 }
 
 template <bool kTraining, typename S, typename A>
 void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end, int64_t unit_begin,
                        int64_t unit_end) {
-  const int64_t H = p.hidden_size, width = Vec<A>::size();
-  for (int64_t row = begin; row < end; ++row) {
-    S* gates = p.gates + row * p.gates_ld;
-    A* c_state = p.c_state + row * H;
-    S* h_out = p.h_out + row * p.h_out_ld;
-    int64_t j = unit_begin;
-    for (; j + width <= unit_end; j += width) {
-      Vec<A> i = load<A>(gates + j), f = load<A>(gates + H + j);
-      Vec<A> g = load<A>(gates + 2 * H + j), o = load<A>(gates + 3 * H + j);
-      if (p.bias != nullptr) {
-        i = i + load<A>(p.bias + j), f = f + load<A>(p.bias + H + j);
-        g = g + load<A>(p.bias + 2 * H + j), o = o + load<A>(p.bias + 3 * H + j);
-      }
-      Vec<A> c = Vec<A>::loadu(c_state + j), h;
-      lstm_cell_forward_math(i, f, g, o, c, h);
-      c.store(c_state + j);
-      if constexpr (kTraining) {
-        store(i, gates + j), store(f, gates + H + j), store(g, gates + 2 * H + j), store(o, gates + 3 * H + j);
-        store(c, p.c_saved + row * p.c_saved_ld + j);
-      }
-      store(h, h_out + j);
-      if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
+  const int64_t H = p.hidden_size;
+  for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+    S* gates = p.gates + row * p.gates_ld + j;
+    A* c_state = p.c_state + row * H + j;
+    Vec<A> i = load<A>(gates, n), f = load<A>(gates + H, n);
+    Vec<A> g = load<A>(gates + 2 * H, n), o = load<A>(gates + 3 * H, n);
+    if (p.bias != nullptr) {
+      const S* bias = p.bias + j;
+      i = i + load<A>(bias, n), f = f + load<A>(bias + H, n);
+      g = g + load<A>(bias + 2 * H, n), o = o + load<A>(bias + 3 * H, n);
     }
-    for (; j < unit_end; ++j) lstm_forward_element<kTraining>(p, row, j);
-  }
+    Vec<A> c = load<A>(c_state, n), h;
+    lstm_cell_forward_math(i, f, g, o, c, h);
+    store(c, c_state, n);
+    if constexpr (kTraining) {
+      store(i, gates, n), store(f, gates + H, n), store(g, gates + 2 * H, n), store(o, gates + 3 * H, n);
+      store(c, p.c_saved + row * p.c_saved_ld + j, n);
+    }
+    store(h, p.h_out + row * p.h_out_ld + j, n);
+    if (p.h_state != nullptr) store(h, p.h_state + row * H + j, n);
+  });
 }
 
 template <typename S, typename A>
 void lstm_backward_rows(const LstmBackwardStep<S, A>& p, int64_t begin, int64_t end, int64_t unit_begin,
-                       int64_t unit_end) {
-  const int64_t H = p.hidden_size, width = Vec<A>::size();
-  for (int64_t row = begin; row < end; ++row) {
-    const S* gates = p.gates + row * p.gates_ld;
-    const S* c_prev = row < p.prev_rows ? p.c_prev + row * p.c_prev_ld : p.c_init + row * H;
-    A* grad_c = p.grad_c + row * H;
-    S* grad_gates = p.grad_gates + row * p.grad_gates_ld;
-    int64_t j = unit_begin;
-    for (; j + width <= unit_end; j += width) {
-      Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
-      if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
-      Vec<A> dc = Vec<A>::loadu(grad_c + j), di, df, dg, do_;
-      lstm_cell_backward_math(load<A>(gates + j), load<A>(gates + H + j), load<A>(gates + 2 * H + j),
-                              load<A>(gates + 3 * H + j), load<A>(p.c_saved + row * p.c_saved_ld + j),
-                              load<A>(c_prev + j), dh, dc, di, df, dg, do_);
-      dc.store(grad_c + j);
-      store(di, grad_gates + j), store(df, grad_gates + H + j);
-      store(dg, grad_gates + 2 * H + j), store(do_, grad_gates + 3 * H + j);
-    }
-    for (; j < unit_end; ++j) lstm_backward_element(p, row, j);
-  }
+                        int64_t unit_end) {
+  const int64_t H = p.hidden_size;
+  for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+    const S* gates = p.gates + row * p.gates_ld + j;
+    const S* c_prev = (row < p.prev_rows ? p.c_prev + row * p.c_prev_ld : p.c_init + row * H) + j;
+    A* grad_c = p.grad_c + row * H + j;
+    S* grad_gates = p.grad_gates + row * p.grad_gates_ld + j;
+    Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j, n) : Vec<A>(0);
+    if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j, n);
+    Vec<A> dc = load<A>(grad_c, n), di, df, dg, do_;
+    lstm_cell_backward_math(load<A>(gates, n), load<A>(gates + H, n), load<A>(gates + 2 * H, n),
+                            load<A>(gates + 3 * H, n), load<A>(p.c_saved + row * p.c_saved_ld + j, n),
+                            load<A>(c_prev, n), dh, dc, di, df, dg, do_);
+    store(dc, grad_c, n);
+    store(di, grad_gates, n), store(df, grad_gates + H, n);
+    store(dg, grad_gates + 2 * H, n), store(do_, grad_gates + 3 * H, n);
+  });
 }
 
 template <Activation act, typename S, typename A>
 void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end, int64_t unit_begin,
-                       int64_t unit_end) {
-  const int64_t H = p.hidden_size, width = Vec<A>::size();
-  for (int64_t row = begin; row < end; ++row) {
-    int64_t j = unit_begin;
-    for (; j + width <= unit_end; j += width) {
-      Vec<A> pre = load<A>(p.pre + row * p.pre_ld + j);
-      if (p.bias != nullptr) pre = pre + load<A>(p.bias + j);
-      const Vec<A> h = activate<act>(pre);
-      store(h, p.h_out + row * p.h_out_ld + j);
-      if (p.h_state != nullptr) store(h, p.h_state + row * H + j);
-    }
-    for (; j < unit_end; ++j) rnn_forward_element<act, S, A>(p, row, j);
-  }
+                      int64_t unit_end) {
+  const int64_t H = p.hidden_size;
+  for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+    Vec<A> pre = load<A>(p.pre + row * p.pre_ld + j, n);
+    if (p.bias != nullptr) pre = pre + load<A>(p.bias + j, n);
+    const Vec<A> h = activate<act>(pre);
+    store(h, p.h_out + row * p.h_out_ld + j, n);
+    if (p.h_state != nullptr) store(h, p.h_state + row * H + j, n);
+  });
 }
 
 template <Activation act, typename S, typename A>
 void rnn_backward_rows(const RnnBackwardStep<S>& p, int64_t begin, int64_t end, int64_t unit_begin,
                        int64_t unit_end) {
-  const int64_t H = p.hidden_size, width = Vec<A>::size();
-  for (int64_t row = begin; row < end; ++row) {
-    int64_t j = unit_begin;
-    for (; j + width <= unit_end; j += width) {
-      Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j) : Vec<A>(0);
-      if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j);
-      const Vec<A> h = load<A>(p.h + row * p.h_ld + j);
-      store(Vec<A>(dh * activate_grad_from_output<act>(h)), p.grad_pre + row * p.grad_pre_ld + j);
-    }
-    for (; j < unit_end; ++j) rnn_backward_element<act, S, A>(p, row, j);
-  }
+  const int64_t H = p.hidden_size;
+  for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+    Vec<A> dh = p.grad_h != nullptr ? load<A>(p.grad_h + row * p.grad_h_ld + j, n) : Vec<A>(0);
+    if (p.grad_h_extra != nullptr) dh = dh + load<A>(p.grad_h_extra + row * H + j, n);
+    const Vec<A> h = load<A>(p.h + row * p.h_ld + j, n);
+    store(Vec<A>(dh * activate_grad_from_output<act>(h)), p.grad_pre + row * p.grad_pre_ld + j, n);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,13 +175,18 @@ int64_t panel_width() {
   return kPanelVecs * Vec<T>::size();
 }
 
+// valid_cols: C's columns in this panel (the last panel of a group is zero-padded); the
+// vectors past them are computed but neither read from nor written to C.
 template <typename T, int64_t R>
-void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, bool accumulate) {
+void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t valid_cols,
+                bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
+  int64_t cols[kPanelVecs];  // C's columns in each vector of the tile: W, then fewer at the edge
+  for (int64_t v = 0; v < kPanelVecs; ++v) cols[v] = std::clamp<int64_t>(valid_cols - v * W, 0, W);
   Vec<T> acc[R][kPanelVecs];
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t v = 0; v < kPanelVecs; ++v) {
-      acc[r][v] = accumulate ? Vec<T>::loadu(c + r * ldc + v * W) : Vec<T>(T(0));
+      acc[r][v] = accumulate ? load<T>(c + r * ldc + v * W, cols[v]) : Vec<T>(T(0));
     }
   }
   int64_t k = 0;
@@ -198,7 +219,7 @@ void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_
     }
   }
   for (int64_t r = 0; r < R; ++r) {
-    for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v].store(c + r * ldc + v * W);
+    for (int64_t v = 0; v < kPanelVecs; ++v) store(acc[r][v], c + r * ldc + v * W, cols[v]);
   }
 }
 
@@ -209,8 +230,8 @@ constexpr int64_t kBlockK = 256;
 // Rows in tiles of kTileRows, the remainder by a tile of its own height; K in blocks of kBlockK,
 // each after the first accumulating into C.
 template <typename T>
-void panel_rows(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
-                bool accumulate) {
+void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
+                int64_t valid_cols, bool accumulate) {
   const int64_t width = panel_width<T>();
   for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
     const int64_t kc = std::min(kBlockK, K - k0);
@@ -219,38 +240,17 @@ void panel_rows(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_
     const bool acc = accumulate || k0 > 0;
     int64_t r = 0;
     for (; r + kTileRows <= rows; r += kTileRows) {
-      panel_tile<T, kTileRows>(a_k + r * lda, lda, panel_k, kc, c + r * ldc, ldc, acc);
+      panel_tile<T, kTileRows>(a_k + r * lda, lda, panel_k, kc, c + r * ldc, ldc, valid_cols, acc);
     }
     const T* a_rest = a_k + r * lda;
     T* c_rest = c + r * ldc;
     switch (rows - r) {
       case 0: break;
-      case 1: panel_tile<T, 1>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
-      case 2: panel_tile<T, 2>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
-      case 3: panel_tile<T, 3>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
-      case 4: panel_tile<T, 4>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
-      default: panel_tile<T, 5>(a_rest, lda, panel_k, kc, c_rest, ldc, acc); break;
-    }
-  }
-}
-
-template <typename T>
-void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
-                int64_t valid_cols, bool accumulate) {
-  const int64_t width = panel_width<T>();
-  if (valid_cols == width) return panel_rows(a, lda, panel, K, c, ldc, rows, accumulate);
-  // The last panel of a group is zero-padded: run it on a full-width copy of C's rows.
-  T tile[kTileRows * kPanelVecs * Vec<T>::size()];
-  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
-    const int64_t n = std::min(kTileRows, rows - r0);
-    for (int64_t r = 0; r < n; ++r) {
-      for (int64_t j = 0; j < width; ++j) {
-        tile[r * width + j] = accumulate && j < valid_cols ? c[(r0 + r) * ldc + j] : T(0);
-      }
-    }
-    panel_rows(a + r0 * lda, lda, panel, K, tile, width, n, /*accumulate=*/true);
-    for (int64_t r = 0; r < n; ++r) {
-      for (int64_t j = 0; j < valid_cols; ++j) c[(r0 + r) * ldc + j] = tile[r * width + j];
+      case 1: panel_tile<T, 1>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
+      case 2: panel_tile<T, 2>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
+      case 3: panel_tile<T, 3>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
+      case 4: panel_tile<T, 4>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
+      default: panel_tile<T, 5>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
     }
   }
 }

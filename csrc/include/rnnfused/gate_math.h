@@ -8,8 +8,8 @@
 // - per-element bodies  *_element(params, row, j)  (row in [0, rows), j in [0, hidden_size))
 //   that read one element through a params struct (pointers to the rows of one time step plus
 //   row strides), run the math in acc_t and write the results. The CUDA kernels map one thread
-//   to one (row, j); the CPU runs the same bodies for 16-bit types, for the tails of vectorized
-//   rows, and in tests/test_gate_math over every element of every step.
+//   to one (row, j); the CPU runs the same bodies where it has no AVX2, and in
+//   tests/test_gate_math over every element of every step.
 //
 // Conventions
 // - Matrices are row-major: element (r, c) of a matrix with row stride ld is ptr[r * ld + c].
