@@ -90,6 +90,8 @@ ROWS = [
     Row("rnn_bi2", "rnn", B=16, H=256, num_layers=2, bidirectional=True,
         label="RNN tanh 2L bidir B=16 H=256"),
     Row("lstm_bf16", "lstm", B=16, H=256, dtype=torch.bfloat16, label="LSTM bfloat16 B=16 H=256"),
+    # A hidden size that is no multiple of the SIMD width or of the weight panels: masked vectors.
+    Row("lstm_h37", "lstm", B=16, H=37, label="LSTM B=16 H=37"),
 ]
 
 MODES = ("fwd", "fwd+bwd")
