@@ -179,6 +179,22 @@ def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, ste
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
 
 
+@pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
+def test_wide_layers_with_more_threads_than_cores(kind, proj):
+    """Teams of 5 threads on the CPU (more than this machine's cores, some with no units of
+    their own): the threads' waits on each other still end, and the results are torch's."""
+    classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
+    extra = dict(proj_size=proj) if kind == "LSTM" else {}
+    ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, dtype=torch.float32, **extra)
+    make = make_packed_inputs(WIDE_LENGTHS, I, False, "cpu", torch.float32)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        assert_parity(ref, fused, make, **TOLERANCES[torch.float32], reference_context=native_torch("cpu"))
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("cls_pair", [(rnnfused.LSTM, nn.LSTM), (rnnfused.RNN, nn.RNN)], ids=["LSTM", "RNN"])
 def test_batch_of_zero_sequences(device, cls_pair):
     """torch.nn returns empty outputs for B=0; so must rnnfused."""

@@ -2,7 +2,7 @@
 // packing); included by pointwise_avx2.cpp and pointwise_avx512.cpp with CPU_CAPABILITY and
 // RNNF_VEC_NAMESPACE defined (see pointwise_vec.h).
 // Each pointwise function handles rows [begin, end) x hidden units [unit_begin, unit_end) of one
-// time step: full SIMD vectors along the units, then the scalar element bodies for the rest.
+// time step: full SIMD vectors along the units, then one masked vector for the rest.
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>

@@ -8,8 +8,8 @@
 // loop runs on one thread team for the whole sequence (thread_team.h). The GEMMs run once per
 // call over all steps (input projection, input and weight gradients) go to ATen's BLAS. Each
 // thread owns a share of the hidden units: per step it computes the recurrent GEMM for all gates
-// of its units and then their pointwise pass while they are still in cache, and the team meets
-// once per step (twice with proj_size).
+// of its units and then their pointwise pass while they are still in cache; a thread waits for
+// the others only before it reads the part of a step's state they wrote (TeamProgress).
 //
 // Sequences too short to pay for packing (a cell step: under kPackMinRows rows in all) run the
 // same forward loops on the weights as they lie (float / double: the few-rows kernels), and
@@ -254,9 +254,10 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
 
 // The weights of a time loop's per-step GEMMs, as the thread team uses them:
 //   share(id, team) -> [begin, end): thread id's columns within each group (its hidden units);
-//   gemm(id, a, lda, c, ldc, rows, begin, end, accumulate): C (rows, groups x group_width) columns
-//     g * group_width + [begin, end) of every group g = init + A (rows, K) @ W^T, for W (N, K),
-//     C row stride ldc, init C (accumulate) or 0. Called by thread id only.
+//   gemm(id, a, lda, c, ldc, rows, begin, end, k0, k1, accumulate): C (rows, groups x
+//     group_width) columns g * group_width + [begin, end) of every group g = init +
+//     A[:, [k0, k1)] @ W[:, [k0, k1)]^T, for W (N, K), C row stride ldc, init C (accumulate) or 0
+//     (k0 < k1 unless accumulate). Called by thread id only.
 // PanelWeight packs W once per op call (sequences of kPackMinRows rows or more pay for it);
 // RowMajorWeight reads W as it lies and lays out each step's few rows of A in the calling
 // thread's own buffer (FewRows).
@@ -273,10 +274,6 @@ struct PanelWeight {
   void gemm(int64_t /*id*/, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
             int64_t k0, int64_t k1, bool accumulate) const {
     packed.gemm_columns(kernel, a, lda, c, ldc, rows, begin, end, k0, k1, accumulate);
-  }
-  void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
-            bool accumulate) const {
-    gemm(id, a, lda, c, ldc, rows, begin, end, 0, packed.K, accumulate);
   }
 };
 
@@ -309,10 +306,6 @@ struct RowMajorWeight {
       const int64_t first = g * group_width + begin;
       a_rows.multiply(w + first * K + k0, K, end - begin, c + first, ldc, accumulate);
     }
-  }
-  void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
-            bool accumulate) const {
-    gemm(id, a, lda, c, ldc, rows, begin, end, 0, K, accumulate);
   }
 };
 

@@ -55,7 +55,7 @@ class TeamProgress {
 
   // Returns once threads 0 .. team-1 have all published as many stages as thread id. Spins (a
   // team has a core per thread while its loop runs: waits last microseconds), and yields the
-  // core after ~10 us of spinning in case it has not.
+  // core after kSpinsBeforeYield pauses (1-10 us, by CPU) in case it has not.
   void wait_for_team(int64_t id, int64_t team) const {
     const int64_t stages = slots_[id].stages.load(std::memory_order_relaxed);
     for (int64_t j = 0; j < team; ++j) {
