@@ -1,6 +1,7 @@
 """DistributedDataParallel: two gloo processes on this machine train an rnnfused model on half a
 batch each; their gradients and parameters match single-process training on the whole batch."""
 import datetime
+import os
 import socket
 
 import torch
@@ -60,16 +61,15 @@ def _worker(rank, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
-    try:
-        model = DistributedDataParallel(make_model())
-        grads, params = train(model, slice(rank * PER_RANK, (rank + 1) * PER_RANK))
-        torch.save({"grads": grads, "params": params}, f"{out_dir}/rank{rank}.pt")
-        # Both ranks done with gloo before either tears it down: a rank destroying its group
-        # while the other still talks to it can abort ("terminate called without an active
-        # exception"; seen here about once in ten runs).
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    model = DistributedDataParallel(make_model())
+    grads, params = train(model, slice(rank * PER_RANK, (rank + 1) * PER_RANK))
+    torch.save({"grads": grads, "params": params}, f"{out_dir}/rank{rank}.pt")
+    dist.barrier()
+    # gloo's teardown (destroy_process_group, or the interpreter's exit) aborts now and then on
+    # this machine, "terminate called without an active exception", about one run in ten even
+    # after this barrier. The results are saved and both ranks are past all collectives, so the
+    # worker leaves without the teardown; an error before this point still fails the test.
+    os._exit(0)
 
 
 def _free_port():
