@@ -8,6 +8,9 @@
 //     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B);
 //     // An uninitialized buffer that never leaves the op call (the CPU reuses them across calls).
 //     static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options);
+//     // Whether the forward loop over `rows` rows of `dtype` computes the input projection itself
+//     // (the loop gets `input` and `w_ih_kn`); otherwise project_input runs before the loop.
+//     static bool loop_projects_input(int64_t rows, at::ScalarType dtype);
 //     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
 //     template <class S, class A> static void lstm_backward_loop(const LstmBackwardLoop<S, A>&);
 //     template <Activation act, class S, class A> static void rnn_forward_loop(const RnnForwardLoop<S>&);
@@ -300,6 +303,9 @@ struct LstmForwardLoop {
   S* ws;
   int64_t ws_cols;
   const S* bias;        // (4H) b_ih + b_hh, or nullptr
+  // Defined when the loop computes the gates' input projection itself (Policy::loop_projects_input):
+  Tensor w_ih_kn;            // (I, 4H) view of W_ih^T
+  const S* input = nullptr;  // (N, I)
   S* output;            // (N, P)
   S* h_state;           // (B, P) in: h0, out: h_n
   A* c_state;           // (B, H) in: c0, out: c_n
@@ -330,8 +336,11 @@ struct RnnForwardLoop {
   const StepSchedule* sched;
   int64_t hidden_size;
   Tensor w_hh_kn;  // (H, H) view of W_hh^T
-  S* pre;          // (N, H) the input projection, without bias
+  S* pre;          // (N, H) the input projection, without bias (the loop's own with input)
   const S* bias;   // (H) b_ih + b_hh, or nullptr
+  // Defined when the loop computes the input projection itself (Policy::loop_projects_input):
+  Tensor w_ih_kn;            // (I, H) view of W_ih^T
+  const S* input = nullptr;  // (N, I)
   S* output;       // (N, H)
   S* h_state;      // (B, H) in: h0, out: h_n
 };
@@ -441,6 +450,8 @@ RnnBackwardStep<S> rnn_backward_step(const RnnBackwardLoop<S>& L, int64_t t) {
 
 template <typename Policy>
 struct StepByStep {
+  static bool loop_projects_input(int64_t /*rows*/, at::ScalarType /*dtype*/) { return false; }
+
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
     const StepSchedule& sched = *L.sched;
@@ -556,7 +567,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   // Without training only the gates are kept.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
   Tensor ws = training ? at::empty({N, ws_cols}, input.options()) : Policy::scratch({N, ws_cols}, input.options());
-  project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih);
+  const bool loop_projects = Policy::loop_projects_input(N, input.scalar_type());
+  if (!loop_projects) project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih);
   const Tensor bias = gate_bias(b_ih, b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
@@ -574,6 +586,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     loop.ws = ws.mutable_data_ptr<scalar_t>();
     loop.ws_cols = ws_cols;
     loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    if (loop_projects) {
+      loop.w_ih_kn = w_ih.t();
+      loop.input = x.const_data_ptr<scalar_t>();
+    }
     loop.output = output.mutable_data_ptr<scalar_t>();
     loop.h_state = h_state.mutable_data_ptr<scalar_t>();
     loop.c_state = c_state.mutable_data_ptr<acc_t>();
@@ -670,7 +686,8 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor pre = Policy::scratch({N, H}, input.options());
-  project_input<Policy>(pre, x, w_ih);
+  const bool loop_projects = Policy::loop_projects_input(N, input.scalar_type());
+  if (!loop_projects) project_input<Policy>(pre, x, w_ih);
   const Tensor bias = gate_bias(b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
@@ -683,6 +700,10 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     loop.w_hh_kn = w_hh.t();
     loop.pre = pre.mutable_data_ptr<scalar_t>();
     loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    if (loop_projects) {
+      loop.w_ih_kn = w_ih.t();
+      loop.input = x.const_data_ptr<scalar_t>();
+    }
     loop.output = output.mutable_data_ptr<scalar_t>();
     loop.h_state = h_state.mutable_data_ptr<scalar_t>();
     dispatch_activation(act, [&](auto act_c) {

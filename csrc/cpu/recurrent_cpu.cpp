@@ -350,6 +350,15 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 // ---------------------------------------------------------------------------------------------
 // The fused time loops (float, double, bfloat16; see the top of the file).
 
+// C (rows, this thread's units of each group) = x (rows, K) @ W_ih^T, x row-major: the input projection of
+// every step for the units only this thread reads, computed inside its loop (one fork per op
+// call instead of two for a cell step).
+template <typename Weight, typename T>
+void project_own_units(const Weight& w_ih, int64_t id, const T* x, int64_t K, T* c, int64_t ldc, int64_t rows,
+                       std::pair<int64_t, int64_t> units) {
+  w_ih.gemm(id, x, K, c, ldc, rows, units.first, units.second, 0, K, /*accumulate=*/false);
+}
+
 // A step GEMM whose A is written by the whole team: C (rows, columns [begin, end) of each group)
 // = init + A (rows, K) @ W^T, where A's columns are cut into `blocks` blocks of K / blocks and
 // thread id wrote the columns [own.first, own.second) of each block. The product over its own
@@ -382,7 +391,8 @@ void gemm_own_columns_first(const Weight& w, const TeamProgress& progress, int64
   for_others(multiply);
 }
 
-// w_hh: L.w_hh_kn in 4 groups (the gates); w_hr: L.w_hr_kn in 1 (empty without projection).
+// w_hh: L.w_hh_kn in 4 groups (the gates); w_hr: L.w_hr_kn in 1 (empty without projection);
+// w_ih: L.w_ih_kn in 4 groups when the loop computes the input projection (L.input), else null.
 //
 // Thread shares: u = hidden units (H), q = columns of the state (P; u when P == H). Per step a
 // thread multiplies h_{t-1} by the gate weights of its units, runs their pointwise pass and, with
@@ -391,7 +401,8 @@ void gemm_own_columns_first(const Weight& w, const TeamProgress& progress, int64
 // alternates between two buffers (both start as h0: rows that join late read h0), so a thread
 // writing step k's state never meets one still reading step k - 2's.
 template <typename IsaT, bool kTraining, typename T, typename A, typename Weight>
-void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const Weight& w_hh, const Weight& w_hr) {
+void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const Weight& w_hh, const Weight& w_hr,
+                        const Weight* w_ih) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
@@ -406,6 +417,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
     const auto state_columns = proj ? w_hr.share(id, team) : units;
+    if (w_ih != nullptr) project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.ws, ws_cols, s.total_rows, units);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       const T* state = state_buffers[k % 2];
@@ -469,9 +481,10 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   });
 }
 
-// w_hh: L.w_hh_kn in 1 group. As fused_lstm_forward without projection.
+// w_hh: L.w_hh_kn in 1 group; w_ih: L.w_ih_kn in 1 group, or null. As fused_lstm_forward
+// without projection.
 template <typename IsaT, Activation act, typename T, typename A, typename Weight>
-void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh) {
+void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh, const Weight* w_ih) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
   const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
@@ -480,6 +493,7 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weigh
 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
+    if (w_ih != nullptr) project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
@@ -563,6 +577,15 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     }
   }
 
+  // The loops on weights as they lie (few rows) compute the input projection themselves.
+  static bool loop_projects_input(int64_t rows, at::ScalarType dtype) {
+    bool row_major = false;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "rnnfused_loop_projects_input", [&] {
+      row_major = with_row_major_kernels<scalar_t>(rows, [](auto) {});
+    });
+    return row_major;
+  }
+
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
     const StepSchedule& s = *L.sched;
@@ -571,12 +594,16 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     const bool done = with_panel_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using IsaT = decltype(isa);
       using Weight = PanelWeight<scalar_t>;
+      TORCH_INTERNAL_ASSERT(!L.w_ih_kn.defined());
       fused_lstm_forward<IsaT, kTraining>(L, team, Weight::template make<IsaT>(L.w_hh_kn, 4),
-                                          proj ? Weight::template make<IsaT>(L.w_hr_kn, 1) : Weight());
+                                          proj ? Weight::template make<IsaT>(L.w_hr_kn, 1) : Weight(),
+                                          static_cast<const Weight*>(nullptr));
     }) || with_row_major_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using Weight = RowMajorWeight<decltype(isa), scalar_t>;
+      TORCH_INTERNAL_ASSERT(L.w_ih_kn.defined());
+      const Weight w_ih(L.w_ih_kn, 4, s.total_rows, team);
       fused_lstm_forward<decltype(isa), kTraining>(L, team, Weight(L.w_hh_kn, 4, s.max_batch, team),
-                                                   proj ? Weight(L.w_hr_kn, 1, s.max_batch, team) : Weight());
+                                                   proj ? Weight(L.w_hr_kn, 1, s.max_batch, team) : Weight(), &w_ih);
     });
     if (!done) StepByStep<CpuPolicy>::lstm_forward_loop<kTraining>(L);
   }
@@ -592,10 +619,16 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     const int64_t team = loop_team(s.max_batch * L.hidden_size * L.hidden_size);
     const bool done = with_panel_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using IsaT = decltype(isa);
-      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, PanelWeight<scalar_t>::template make<IsaT>(L.w_hh_kn, 1));
+      using Weight = PanelWeight<scalar_t>;
+      TORCH_INTERNAL_ASSERT(!L.w_ih_kn.defined());
+      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, Weight::template make<IsaT>(L.w_hh_kn, 1),
+                                                    static_cast<const Weight*>(nullptr));
     }) || with_row_major_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using IsaT = decltype(isa);
-      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, RowMajorWeight<IsaT, scalar_t>(L.w_hh_kn, 1, s.max_batch, team));
+      using Weight = RowMajorWeight<IsaT, scalar_t>;
+      TORCH_INTERNAL_ASSERT(L.w_ih_kn.defined());
+      const Weight w_ih(L.w_ih_kn, 1, s.total_rows, team);
+      fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, Weight(L.w_hh_kn, 1, s.max_batch, team), &w_ih);
     });
     if (!done) StepByStep<CpuPolicy>::rnn_forward_loop<act, scalar_t, acc_t>(L);
   }
