@@ -336,7 +336,7 @@ struct RnnForwardLoop {
   const StepSchedule* sched;
   int64_t hidden_size;
   Tensor w_hh_kn;  // (H, H) view of W_hh^T
-  S* pre;          // (N, H) the input projection, without bias (the loop's own with input)
+  S* pre;          // (N, H) the input projection, without bias (written by the loop with w_ih_kn)
   const S* bias;   // (H) b_ih + b_hh, or nullptr
   // Defined when the loop computes the input projection itself (Policy::loop_projects_input):
   Tensor w_ih_kn;            // (I, H) view of W_ih^T

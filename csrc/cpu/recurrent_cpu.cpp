@@ -350,9 +350,9 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 // ---------------------------------------------------------------------------------------------
 // The fused time loops (float, double, bfloat16; see the top of the file).
 
-// C (rows, this thread's units of each group) = x (rows, K) @ W_ih^T, x row-major: the input projection of
-// every step for the units only this thread reads, computed inside its loop (one fork per op
-// call instead of two for a cell step).
+// C (rows, this thread's units of each group) = x (rows, K) @ W_ih^T, x row-major: the input
+// projection of every step for the units only this thread reads, computed inside its loop (one
+// fork per op call instead of two for a cell step).
 template <typename Weight, typename T>
 void project_own_units(const Weight& w_ih, int64_t id, const T* x, int64_t K, T* c, int64_t ldc, int64_t rows,
                        std::pair<int64_t, int64_t> units) {
