@@ -229,7 +229,7 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
     _tile_stored(1, c_tiles[1], 64);
     _tile_stored(2, c_tiles[2], 64);
     _tile_stored(3, c_tiles[3], 64);
-    for (int64_t v = 0; v < 4 && masks[v] != 0; ++v) {
+    for (int64_t v = 0; v < avx512_bf16::kVecs && masks[v] != 0; ++v) {
       for (int64_t r = 0; r < mr; ++r) {
         c10::BFloat16* c_rv = c_block + r * ldc + v * 16;
         __m512 sum = _mm512_load_ps(c_tiles[v][r]);

@@ -167,9 +167,10 @@ bool with_row_major_kernels(int64_t rows, F&& f) {
   return false;
 }
 
-// A team member is worth its fork and barriers from this many multiply-adds per step. Measured
-// (LSTM forward, T=100, 2 threads against 1): 64K per step (B=1, H=128) ties on a Zen 1 EPYC
-// and wins 1.14x on a Xeon with AVX-512 (its barrier costs ~0.25 us); 128K wins 1.25x on Zen 1.
+// A team member is worth its fork and per-step synchronisation from this many multiply-adds per
+// step. Measured (LSTM forward, T=100, 2 threads against 1, with OpenMP barriers then): 64K per
+// step (B=1, H=128) ties on a Zen 1 EPYC and wins 1.14x on a Xeon with AVX-512 (its barrier
+// costs ~0.25 us); 128K wins 1.25x on Zen 1.
 constexpr int64_t kMacsPerThread = int64_t(1) << 15;
 
 int64_t team_size_for(int64_t step_macs) { return std::max<int64_t>(1, step_macs / kMacsPerThread); }
@@ -369,16 +370,6 @@ template <typename Weight, typename T>
 void gemm_own_columns_first(const Weight& w, const TeamProgress& progress, int64_t id, int64_t team, const T* a,
                             int64_t lda, T* c, int64_t ldc, int64_t rows, std::pair<int64_t, int64_t> columns,
                             int64_t K, int64_t blocks, std::pair<int64_t, int64_t> own, bool accumulate) {
-  const int64_t block = K / blocks;
-  // f(k0, k1) for the ranges of A's columns the other threads wrote.
-  const auto for_others = [&](auto&& f) {
-    int64_t k0 = 0;
-    for (int64_t b = 0; b < blocks; ++b) {
-      if (k0 < b * block + own.first) f(k0, b * block + own.first);
-      k0 = b * block + own.second;
-    }
-    if (k0 < K) f(k0, K);
-  };
   bool init = accumulate;
   const auto multiply = [&](int64_t k0, int64_t k1) {
     w.gemm(id, a, lda, c, ldc, rows, columns.first, columns.second, k0, k1, init);
@@ -393,6 +384,16 @@ void gemm_own_columns_first(const Weight& w, const TeamProgress& progress, int64
     multiply(0, K);
     return;
   }
+  const int64_t block = K / blocks;
+  // f(k0, k1) for the ranges of A's columns the other threads wrote.
+  const auto for_others = [&](auto&& f) {
+    int64_t k0 = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      if (k0 < b * block + own.first) f(k0, b * block + own.first);
+      k0 = b * block + own.second;
+    }
+    if (k0 < K) f(k0, K);
+  };
   for (int64_t b = 0; b < blocks; ++b) {
     if (own.first < own.second) multiply(b * block + own.first, b * block + own.second);
   }

@@ -4,8 +4,8 @@
 //
 // Accuracy (checked in tests/test_cpu_kernels.py: float against float64 over the whole float
 // range; double against the float64 reference over [-800, 800]): exp within 2 ulp (AVX2: 0 /
-// +inf outside [-87.3, 88.3]; double: outside [-708, 709]); tanh and 1 / (1 + exp(-x)) within 2 ulp of
-// their value (double: 4); NaN in -> NaN out, tanh(+-inf) = +-1.
+// +inf outside [-87.3, 88.3]; double: outside [-708, 709]); tanh and 1 / (1 + exp(-x)) within
+// 2 ulp of their value (double: 4); NaN in -> NaN out, tanh(+-inf) = +-1.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
