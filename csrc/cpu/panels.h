@@ -3,11 +3,14 @@
 // group_width columns each (the 4 gates of an LSTM, or 1), and every group into panels of
 // panel_width columns; each panel is stored as its own contiguous (K, panel_width) block, the
 // last panel of a group zero-padded. In pair layout (bfloat16 dot products) a panel is
-// (K/2, panel_width, 2) instead: rows k and k+1 interleaved, K padded to even with zeros. A panel of 64 float columns and K = 256 is 64 KB: it stays in L1/L2
-// across all the rows of a step, and, for the recurrent weights, across steps.
+// (K/2, panel_width, 2) instead: rows k and k+1 interleaved, K padded to even with zeros. A
+// panel of 64 float columns and K = 256 is 64 KB: it stays in L1/L2 across all the rows of a
+// step, and, for the recurrent weights, across steps.
 //
 // Hidden units (or output columns) are shared among threads in whole panels, the same split
-// for every group, so a thread computes all gates of its own units.
+// for every group, so a thread computes all gates of its own units. A transposed row-major
+// weight (the recurrent weights as torch.nn stores them) is packed by the threads themselves,
+// each its own panels (pack_share): in parallel, and into the cache of the core that reads them.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -27,10 +30,11 @@ template <typename T>
 using PanelGemmFn = void (*)(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
                              int64_t valid_cols, bool accumulate);
 
-// Packs the panels of W^T for W (N, K) row-major (row stride ldw) into dst (pointwise_vec.h).
+// Packs panels [panel_begin, panel_end) of every group of W^T for W (N, K) row-major (row stride
+// ldw) into dst (pointwise_vec.h).
 template <typename T>
 using PackTransposedFn = void (*)(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width,
-                                  int64_t panels_per_group, T* dst);
+                                  int64_t panels_per_group, int64_t panel_begin, int64_t panel_end, T* dst);
 
 template <typename T>
 struct PackedWeight {
@@ -43,7 +47,8 @@ struct PackedWeight {
   int64_t padded_K = 0;  // K, or K rounded up to even in pair layout
 
   // w_kn: any (K, groups * group_width) view (typically a transposed weight). pack_transposed,
-  // when given, packs a transposed row-major weight directly, in this object's layout.
+  // when given, packs a transposed row-major weight directly, in this object's layout: then the
+  // panels are left to pack_share. Any other weight is packed here.
   PackedWeight(const at::Tensor& w_kn, int64_t groups_, int64_t panel_width_, bool pairs = false,
                PackTransposedFn<T> pack_transposed = nullptr)
       : K(w_kn.size(0)), groups(groups_), group_width(w_kn.size(1) / groups_), panel_width(panel_width_) {
@@ -52,7 +57,8 @@ struct PackedWeight {
     if (pack_transposed != nullptr && w_kn.t().is_contiguous()) {
       storage = pairs ? scratch_empty({groups, panels_per_group, padded_K / 2, panel_width, 2}, w_kn.scalar_type())
                       : scratch_empty({groups, panels_per_group, K, panel_width}, w_kn.scalar_type());
-      pack_transposed(w_kn.const_data_ptr<T>(), K, K, groups, group_width, panels_per_group, storage.mutable_data_ptr<T>());
+      unpacked_ = w_kn;
+      pack_transposed_ = pack_transposed;
       return;
     }
     const int64_t padded = panels_per_group * panel_width;
@@ -80,6 +86,15 @@ struct PackedWeight {
     return {first * panel_width, std::min(last * panel_width, group_width)};
   }
 
+  // Packs the panels of share(id, team) where the constructor left them unpacked. Every thread
+  // of the team calls it before it multiplies; a thread multiplies only its own share.
+  void pack_share(int64_t id, int64_t team) const {
+    if (pack_transposed_ == nullptr) return;
+    const auto [first, last] = share_of(panels_per_group, id, team);
+    pack_transposed_(unpacked_.const_data_ptr<T>(), K, K, groups, group_width, panels_per_group, first, last,
+                     storage.mutable_data_ptr<T>());
+  }
+
   // C[:, g*group_width + [begin, end)] = init + A[:, [k0, k1)] @ W[[k0, k1), same columns] for
   // every group g; A row-major (row stride lda), C row stride ldc, begin a multiple of
   // panel_width, k0 even in pair layout; init as for PanelGemmFn.
@@ -93,6 +108,10 @@ struct PackedWeight {
       }
     }
   }
+
+ private:
+  at::Tensor unpacked_;  // w_kn, which pack_share packs from
+  PackTransposedFn<T> pack_transposed_ = nullptr;
 };
 
 }  // namespace rnnfused

@@ -43,10 +43,11 @@ constexpr int64_t kFewRowsDotMax = 4;
   template <typename T>                                                                        \
   void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc,       \
                   int64_t rows, int64_t valid_cols, bool accumulate);                          \
-  /* The panels (panels.h) of W^T for W (N, K) row-major: PackedWeight's fast path. */         \
+  /* Panels [panel_begin, panel_end) of every group (panels.h) of W^T for W (N, K) row-major:  \
+     PackedWeight's fast path. */                                                              \
   template <typename T>                                                                        \
   void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width, \
-                       int64_t panels_per_group, T* dst);                                      \
+                       int64_t panels_per_group, int64_t panel_begin, int64_t panel_end, T* dst); \
   /* C[m, n] = init + sum_k A[m, k] W[n, k], m < M <= kFewRowsDotMax, n < rows, W and A       \
      row-major (row strides ldw, lda); init: C (accumulate) or 0. For a single step of a small  \
      batch on unpacked weights. */                                                             \

@@ -492,18 +492,18 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Packing a transposed weight into panels (panels.h): the panels of W^T for W (N, K) row-major
-// (row stride ldw), i.e. panel p of group g holds rows g*group_width + p*width ... of W as
-// columns, (K, width) each, zero past the group's end. Square blocks of one vector width are
+// Packing a transposed weight into panels (panels.h): panels [panel_begin, panel_end) of every
+// group of W^T for W (N, K) row-major (row stride ldw), i.e. panel p of group g holds rows
+// g*group_width + p*width ... of W as columns, (K, width) each, zero past the group's end. Square blocks of one vector width are
 // transposed in registers; the edges element by element.
 
 template <typename T>
 void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width,
-                     int64_t panels_per_group, T* dst) {
+                     int64_t panels_per_group, int64_t panel_begin, int64_t panel_end, T* dst) {
   constexpr int64_t V = Vec<T>::size();
   const int64_t width = panel_width<T>();
   for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t p = 0; p < panels_per_group; ++p) {
+    for (int64_t p = panel_begin; p < panel_end; ++p) {
       const T* src = w + (g * group_width + p * width) * ldw;
       T* panel = dst + (g * panels_per_group + p) * K * width;
       const int64_t valid = std::min(width, group_width - p * width);
@@ -542,8 +542,10 @@ template int64_t panel_width<float>();
 template int64_t panel_width<double>();
 template void panel_gemm<float>(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, bool);
 template void panel_gemm<double>(const double*, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, bool);
-template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
-template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double*);
+template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                     float*);
+template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                      double*);
 template int64_t few_rows_width<float>(int64_t);
 template int64_t few_rows_width<double>(int64_t);
 template void few_rows_dot<float>(const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, bool);

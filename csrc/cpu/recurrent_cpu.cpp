@@ -93,8 +93,8 @@ struct Isa {
       // transpose of W's words, so the float packing moves them (bits only, no arithmetic).
       static_assert(kBf16PanelWidth == 64);
       const PackTransposedFn<T> pack_pairs = [](const T* w, int64_t ldw, int64_t K, int64_t g, int64_t gw,
-                                                int64_t ppg, T* dst) {
-        avx512::pack_transposed<float>(reinterpret_cast<const float*>(w), ldw / 2, K / 2, g, gw, ppg,
+                                                int64_t ppg, int64_t p0, int64_t p1, T* dst) {
+        avx512::pack_transposed<float>(reinterpret_cast<const float*>(w), ldw / 2, K / 2, g, gw, ppg, p0, p1,
                                        reinterpret_cast<float*>(dst));
       };
       const bool words = kIsa == CpuKernel::Avx512 && w_kn.size(0) % 2 == 0 &&
@@ -255,6 +255,7 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
 
 // The weights of a time loop's per-step GEMMs, as the thread team uses them:
 //   share(id, team) -> [begin, end): thread id's columns within each group (its hidden units);
+//   prepare(id, team): called by every thread of the team before its first gemm;
 //   gemm(id, a, lda, c, ldc, rows, begin, end, k0, k1, accumulate): C (rows, groups x
 //     group_width) columns g * group_width + [begin, end) of every group g = init +
 //     A[:, [k0, k1)] @ W[:, [k0, k1)]^T, for W (N, K), C row stride ldc, init C (accumulate) or 0
@@ -272,6 +273,7 @@ struct PanelWeight {
     return {IsaT::template pack<T>(w_kn, groups), IsaT::template panel_gemm<T>()};
   }
   std::pair<int64_t, int64_t> share(int64_t id, int64_t team) const { return packed.share(id, team); }
+  void prepare(int64_t id, int64_t team) const { packed.pack_share(id, team); }
   void gemm(int64_t /*id*/, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
             int64_t k0, int64_t k1, bool accumulate) const {
     packed.gemm_columns(kernel, a, lda, c, ldc, rows, begin, end, k0, k1, accumulate);
@@ -298,6 +300,7 @@ struct RowMajorWeight {
     const auto [first, last] = share_of((group_width + kUnitBlock - 1) / kUnitBlock, id, team);
     return {first * kUnitBlock, std::min(last * kUnitBlock, group_width)};
   }
+  void prepare(int64_t /*id*/, int64_t /*team*/) const {}
   void gemm(int64_t id, const T* a, int64_t lda, T* c, int64_t ldc, int64_t rows, int64_t begin, int64_t end,
             int64_t k0, int64_t k1, bool accumulate) const {
     if (rows == 0 || begin >= end || (k0 >= k1 && accumulate)) return;
@@ -428,7 +431,12 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
     const auto state_columns = proj ? w_hr.share(id, team) : units;
-    if (w_ih != nullptr) project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.ws, ws_cols, s.total_rows, units);
+    w_hh.prepare(id, team);
+    if (proj) w_hr.prepare(id, team);
+    if (w_ih != nullptr) {
+      w_ih->prepare(id, team);
+      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.ws, ws_cols, s.total_rows, units);
+    }
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       const T* state = state_buffers[k % 2];
@@ -468,6 +476,8 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto state_columns = w_hh.share(id, team);
     const auto units = proj ? w_hr.share(id, team) : state_columns;
+    w_hh.prepare(id, team);
+    if (proj) w_hr.prepare(id, team);
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       if (proj) {
@@ -504,7 +514,11 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weigh
 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
-    if (w_ih != nullptr) project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
+    w_hh.prepare(id, team);
+    if (w_ih != nullptr) {
+      w_ih->prepare(id, team);
+      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
+    }
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
@@ -529,6 +543,7 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
+    w_hh.prepare(id, team);
     for (int64_t k = s.steps() - 1; k >= 0; --k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t];
       const RnnBackwardStep<T> p = rnn_backward_step(L, t);
