@@ -15,7 +15,8 @@ Two modes per row: "fwd" (forward under torch.no_grad(), so rnnfused keeps no wo
 "fwd+bwd" (loss = output.sum() + h_n.sum(), backward into the input and every parameter).
 Each contender is warmed up, then the contenders' repeats are interleaved round-robin so that
 machine noise hits all of them alike, each round in an order that lets every contender follow
-every other equally often (see balanced_orders); the median is reported. Ratios > 1 mean rnnfused is faster.
+every contender equally often (see balanced_orders); the median is reported. Ratios > 1 mean
+rnnfused is faster.
 
 Outputs: a markdown table on stdout (printed last), and bench_cpu.{md,json,png} under --out.
 Never collected by pytest (no test_ prefix, lives outside tests/).
