@@ -6,6 +6,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 #include "pointwise_vec.h"
@@ -26,8 +27,20 @@ using Vec = at::vec::Vectorized<T>;
 
 // The first n <= Vec<A>::size() values at p, stored as S, in a vector of A (the 16-bit types
 // widen to float, and round back to nearest even on store); lanes from n on read as zero and are
-// never written. Whole vectors (n == size) are plain loads and stores; the tail of a row of
-// units goes through masks (float, double) or a small buffer (16-bit types).
+// never written. Whole vectors (n == size) are plain loads and stores (a 16-bit store converts
+// the one vector and stores its half-width bits); the tail of a row of units goes through masks
+// (float, double) or a small buffer (16-bit types).
+template <typename S>
+C10_ALWAYS_INLINE Vec<float> widen(const S* src) {
+  Vec<float> v;
+  if constexpr (std::is_same_v<S, at::BFloat16>) {
+    at::vec::load_fp32_from_bf16(src, v);
+  } else {
+    at::vec::load_fp32_from_fp16(src, v);
+  }
+  return v;
+}
+
 template <typename A, typename S>
 C10_ALWAYS_INLINE Vec<A> load(const S* p, int64_t n) {
   constexpr int64_t W = Vec<A>::size();
@@ -35,19 +48,10 @@ C10_ALWAYS_INLINE Vec<A> load(const S* p, int64_t n) {
     return n == W ? Vec<A>::loadu(p) : Vec<A>::loadu(p, n);
   } else {
     static_assert(std::is_same_v<A, float>, "16-bit storage computes in float");
+    if (n == W) return widen(p);
     S padded[W] = {};
-    const S* src = p;
-    if (n != W) {
-      std::copy_n(p, n, padded);
-      src = padded;
-    }
-    Vec<float> v;
-    if constexpr (std::is_same_v<S, at::BFloat16>) {
-      at::vec::load_fp32_from_bf16(src, v);
-    } else {
-      at::vec::load_fp32_from_fp16(src, v);
-    }
-    return v;
+    std::copy_n(p, n, padded);
+    return widen(padded);
   }
 }
 
@@ -57,14 +61,16 @@ C10_ALWAYS_INLINE void store(const Vec<A>& v, S* p, int64_t n) {
   if constexpr (std::is_same_v<S, A>) {
     n == W ? v.store(p) : v.store(p, n);
   } else {
-    S rounded[W];
-    S* dst = n == W ? p : rounded;
-    if constexpr (std::is_same_v<S, at::BFloat16>) {
-      at::vec::convert_float_bfloat16(v, v).store(dst, W);
+    const auto bits = [&] {  // W values of S, rounded to nearest even
+      if constexpr (std::is_same_v<S, at::BFloat16>) return at::vec::cvtfp32_bf16(v);
+      else return at::vec::cvtfp32_fp16(v);
+    }();
+    static_assert(sizeof(bits) == W * sizeof(S));
+    if (n == W) {
+      std::memcpy(p, &bits, sizeof(bits));
     } else {
-      at::vec::convert_float_half(v, v).store(dst, W);
+      std::memcpy(p, &bits, n * sizeof(S));
     }
-    if (n != W) std::copy_n(rounded, n, p);
   }
 }
 
