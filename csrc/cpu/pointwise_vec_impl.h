@@ -500,8 +500,8 @@ void few_rows_gemm(const T* w, int64_t ldw, const T* a_t, int64_t K, int64_t M, 
 // ---------------------------------------------------------------------------------------------
 // Packing a transposed weight into panels (panels.h): panels [panel_begin, panel_end) of every
 // group of W^T for W (N, K) row-major (row stride ldw), i.e. panel p of group g holds rows
-// g*group_width + p*width ... of W as columns, (K, width) each, zero past the group's end. Square blocks of one vector width are
-// transposed in registers; the edges element by element.
+// g*group_width + p*width ... of W as columns, (K, width) each, zero past the group's end.
+// Square blocks of one vector width are transposed in registers; the edges element by element.
 
 template <typename T>
 void pack_transposed(const T* w, int64_t ldw, int64_t K, int64_t groups, int64_t group_width,
