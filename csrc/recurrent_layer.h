@@ -8,9 +8,12 @@
 //     static void gemm(const Tensor& C, const Tensor& A, const Tensor& B);
 //     // An uninitialized buffer that never leaves the op call (the CPU reuses them across calls).
 //     static Tensor scratch(at::IntArrayRef sizes, const at::TensorOptions& options);
-//     // Whether the forward loop over `rows` rows of `dtype` computes the input projection itself
-//     // (the loop gets `input` and `w_ih_kn`); otherwise project_input runs before the loop.
-//     static bool loop_projects_input(int64_t rows, at::ScalarType dtype);
+//     // Whether the forward loop of schedule s, sizes sz and dtype computes the input projection
+//     // itself (the loop gets `input` and `w_ih_kn`); otherwise project_input runs before the
+//     // loop. gates_private: the caller does not keep the projected gates (LSTM inference), so
+//     // the loop may hold them in buffers of its own.
+//     static bool loop_projects_input(const StepSchedule& s, const LayerSizes& sz, at::ScalarType dtype,
+//                                     bool gates_private);
 //     template <bool kTraining, class S, class A> static void lstm_forward_loop(const LstmForwardLoop<S, A>&);
 //     template <class S, class A> static void lstm_backward_loop(const LstmBackwardLoop<S, A>&);
 //     template <Activation act, class S, class A> static void rnn_forward_loop(const RnnForwardLoop<S>&);
@@ -361,11 +364,13 @@ struct RnnBackwardLoop {
 //
 // LSTM h_t: without projection into the output rows and into h_state (B, P) (the loop's buffer
 // for the next step); with projection, before the projection GEMM reads it, into the
-// workspace when training, else into h_scratch (B, H).
+// workspace when training, else into h_scratch (B, H). The gates are in the rows of ws, L.ws or a
+// buffer of the same layout (N, L.ws_cols).
 template <bool kTraining, typename S, typename A>
-LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t t, S* h_state, S* h_scratch) {
+LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t t, S* h_state, S* h_scratch,
+                                        S* ws) {
   const int64_t H = L.hidden_size, off = L.sched->offsets[t];
-  S* ws_rows = L.ws + off * L.ws_cols;
+  S* ws_rows = ws + off * L.ws_cols;
   LstmForwardStep<S, A> p;
   p.gates = ws_rows;
   p.gates_ld = L.ws_cols;
@@ -450,7 +455,10 @@ RnnBackwardStep<S> rnn_backward_step(const RnnBackwardLoop<S>& L, int64_t t) {
 
 template <typename Policy>
 struct StepByStep {
-  static bool loop_projects_input(int64_t /*rows*/, at::ScalarType /*dtype*/) { return false; }
+  static bool loop_projects_input(const StepSchedule& /*s*/, const LayerSizes& /*sz*/, at::ScalarType /*dtype*/,
+                                  bool /*gates_private*/) {
+    return false;
+  }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
   static void lstm_forward_loop(const LstmForwardLoop<scalar_t, acc_t>& L) {
@@ -467,7 +475,7 @@ struct StepByStep {
       scalar_t* ws_rows = L.ws + off * ws_cols;
       Policy::step_gemm(w_hh_kn, L.h_state, P, ws_rows, ws_cols, rows, /*accumulate=*/true);
 
-      const LstmForwardStep<scalar_t, acc_t> p = lstm_forward_step<kTraining>(L, t, L.h_state, h_scratch_ptr);
+      const LstmForwardStep<scalar_t, acc_t> p = lstm_forward_step<kTraining>(L, t, L.h_state, h_scratch_ptr, L.ws);
       Policy::template lstm_forward<kTraining>(p, rows);
       if (L.has_proj()) {
         Policy::step_gemm(w_hr_kn, p.h_out, p.h_out_ld, L.output + off * P, P, rows, /*accumulate=*/false);
@@ -567,7 +575,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   // Without training only the gates are kept.
   const int64_t ws_cols = training ? lstm_workspace_cols(H, has_proj) : 4 * H;
   Tensor ws = training ? at::empty({N, ws_cols}, input.options()) : Policy::scratch({N, ws_cols}, input.options());
-  const bool loop_projects = Policy::loop_projects_input(N, input.scalar_type());
+  const bool loop_projects = Policy::loop_projects_input(sched, sz, input.scalar_type(), /*gates_private=*/!training);
   if (!loop_projects) project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih);
   const Tensor bias = gate_bias(b_ih, b_hh);
 
@@ -686,7 +694,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
   const Tensor x = as_rows(input, N);
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   Tensor pre = Policy::scratch({N, H}, input.options());
-  const bool loop_projects = Policy::loop_projects_input(N, input.scalar_type());
+  const bool loop_projects = Policy::loop_projects_input(sched, sz, input.scalar_type(), /*gates_private=*/false);
   if (!loop_projects) project_input<Policy>(pre, x, w_ih);
   const Tensor bias = gate_bias(b_ih, b_hh);
   Tensor output = at::empty({N, H}, input.options());

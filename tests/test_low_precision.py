@@ -59,3 +59,32 @@ def test_error_within_twice_torchs(device, dtype, case, packed, input_size=I):
 def test_bfloat16_odd_input_size(device, packed):
     """An odd K for the CPU's bfloat16 pair kernel (last pair half zero) and its generic packing."""
     test_error_within_twice_torchs(device, torch.bfloat16, "lstm", packed, input_size=15)
+
+
+@pytest.mark.parametrize("case", ["lstm", "lstm_proj"])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_bfloat16_inference_within_twice_torchs(device, case, packed):
+    """Forward without autograd: the CPU's bfloat16 loop then projects the input itself and keeps
+    each thread's gates in a workspace of its own (on AMX, B <= 16)."""
+    fused_cls, torch_cls, kwargs = CASES[case]
+    truth_module = torch_cls(I, H, **kwargs).double()
+    torch_module, fused_module = torch_cls(I, H, **kwargs), fused_cls(I, H, **kwargs)
+    torch_module.load_state_dict(truth_module.state_dict())
+    fused_module.load_state_dict(truth_module.state_dict())
+    x = torch.randn(T, B, I, dtype=torch.float64)
+
+    def forward(module, dtype):
+        inp = x.to(device=device, dtype=dtype)
+        if packed:
+            inp = pack_padded_sequence(inp, torch.tensor(LENGTHS))
+        with torch.no_grad():
+            out, (h_n, c_n) = module.to(device=device, dtype=dtype)(inp)
+        out = out.data if packed else out
+        return [t.double().cpu() for t in (out, h_n, c_n)]
+
+    truth = forward(truth_module, torch.float64)
+    for i, (f, t, want) in enumerate(zip(forward(fused_module, torch.bfloat16), forward(torch_module, torch.bfloat16),
+                                         truth)):
+        fused_err, torch_err = (f - want).abs().max().item(), (t - want).abs().max().item()
+        assert fused_err <= 2 * torch_err + torch.finfo(torch.bfloat16).eps, \
+            f"tensor {i}: fused error {fused_err:.3g} vs torch's {torch_err:.3g}"

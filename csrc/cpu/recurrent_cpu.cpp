@@ -325,6 +325,10 @@ void prefetch_rows(const T* data, int64_t rows, int64_t ld, int64_t cols) {
   }
 }
 
+// The largest batch whose bfloat16 inference loop projects the input itself (loop_projects_input):
+// measured wins at 1 and 16, a loss at 64.
+constexpr int64_t kOwnGatesMaxBatch = 16;
+
 // Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
 // run_team can give.
 int64_t loop_team(int64_t step_macs) {
@@ -426,24 +430,33 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   // With projection h_t (B, H) goes to the workspace when training, else to this scratch.
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
+  // Without training the loop that projects the input keeps each thread's gates in a workspace
+  // of its own (same layout, only the thread's columns used): threads whose columns share the
+  // pages of one workspace slow each other's step GEMMs and pointwise passes (measured on a
+  // 2-core Xeon: bfloat16 B=16 H=256 GEMM 20 -> 14 kcycles a step, pointwise 18 -> 15),
+  // although no cache line is written by both.
+  const bool own_gates = !kTraining && w_ih != nullptr;
+  const at::Tensor gate_buffers =
+      own_gates ? scratch_empty({max_team, s.total_rows, ws_cols}, options.dtype().toScalarType()) : at::Tensor();
   TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
     const auto state_columns = proj ? w_hr.share(id, team) : units;
+    T* const ws = own_gates ? gate_buffers.mutable_data_ptr<T>() + id * s.total_rows * ws_cols : L.ws;
     w_hh.prepare(id, team);
     if (proj) w_hr.prepare(id, team);
     if (w_ih != nullptr) {
       w_ih->prepare(id, team);
-      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.ws, ws_cols, s.total_rows, units);
+      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), ws, ws_cols, s.total_rows, units);
     }
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       const T* state = state_buffers[k % 2];
       T* next_state = state_buffers[(k + 1) % 2];
-      gemm_own_columns_first(w_hh, progress, id, team, state, P, L.ws + off * ws_cols, ws_cols, rows, units, P, 1,
+      gemm_own_columns_first(w_hh, progress, id, team, state, P, ws + off * ws_cols, ws_cols, rows, units, P, 1,
                              state_columns, /*accumulate=*/true);
-      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, next_state, h_scratch_ptr);
+      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, next_state, h_scratch_ptr, ws);
       IsaT::template lstm_forward<kTraining>(p, 0, rows, units.first, units.second);
       progress.publish(id);  // h_t's units
       if (proj) {
@@ -603,13 +616,26 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     }
   }
 
-  // The loops on weights as they lie (few rows) compute the input projection themselves.
-  static bool loop_projects_input(int64_t rows, at::ScalarType dtype) {
-    bool row_major = false;
+  // The loops on weights as they lie (few rows) compute the input projection themselves. So does
+  // the bfloat16 packed-weight loop on AMX without training, where that lets each thread keep its
+  // gates in a workspace of its own (fused_lstm_forward): small batches whose hidden units give
+  // every thread of the team a share (B=16 H=256 forward 2.27 -> 1.79 ms, B=1 H=128 0.30 -> 0.23).
+  // Not elsewhere: our projection is slower than oneDNN's over many rows (B=64 H=512 22.5 ->
+  // 28.7 ms), or runs on one thread where the team's other threads have no units (H=37 0.83 ->
+  // 1.08); float32 and float64 keep MKL's projection, slower in ours by about what the
+  // workspaces gain (float64 B=16 H=256 +5%).
+  static bool loop_projects_input(const StepSchedule& s, const LayerSizes& sz, at::ScalarType dtype,
+                                  bool gates_private) {
+    bool row_major = false, panels = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "rnnfused_loop_projects_input", [&] {
-      row_major = with_row_major_kernels<scalar_t>(rows, [](auto) {});
+      row_major = with_row_major_kernels<scalar_t>(s.total_rows, [](auto) {});
+      panels = with_panel_kernels<scalar_t>(s.total_rows, [](auto) {});
     });
-    return row_major;
+    if (row_major) return true;
+    const int64_t team = loop_team(s.max_batch * sz.state_size * sz.gate_count * sz.hidden_size);
+    const int64_t unit_panels = (sz.hidden_size + kBf16PanelWidth - 1) / kBf16PanelWidth;
+    return gates_private && panels && dtype == at::kBFloat16 && amx_bf16::supported() &&
+           s.max_batch <= kOwnGatesMaxBatch && unit_panels >= team;
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
@@ -620,10 +646,10 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     const bool done = with_panel_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using IsaT = decltype(isa);
       using Weight = PanelWeight<scalar_t>;
-      TORCH_INTERNAL_ASSERT(!L.w_ih_kn.defined());
+      const Weight w_ih = L.w_ih_kn.defined() ? Weight::template make<IsaT>(L.w_ih_kn, 4) : Weight();
       fused_lstm_forward<IsaT, kTraining>(L, team, Weight::template make<IsaT>(L.w_hh_kn, 4),
                                           proj ? Weight::template make<IsaT>(L.w_hr_kn, 1) : Weight(),
-                                          static_cast<const Weight*>(nullptr));
+                                          L.w_ih_kn.defined() ? &w_ih : nullptr);
     }) || with_row_major_kernels<scalar_t>(s.total_rows, [&](auto isa) {
       using Weight = RowMajorWeight<decltype(isa), scalar_t>;
       TORCH_INTERNAL_ASSERT(L.w_ih_kn.defined());
