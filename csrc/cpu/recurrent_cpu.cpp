@@ -360,10 +360,11 @@ void copy_columns(const T* src, T* dst, int64_t rows, int64_t width, int64_t c0,
 
 // C (rows, this thread's units of each group) = x (rows, K) @ W_ih^T, x row-major: the input
 // projection of every step for the units only this thread reads, computed inside its loop (one
-// fork per op call instead of two for a cell step).
+// fork per op call instead of two for a cell step). Prepares w_ih for thread id first.
 template <typename Weight, typename T>
-void project_own_units(const Weight& w_ih, int64_t id, const T* x, int64_t K, T* c, int64_t ldc, int64_t rows,
-                       std::pair<int64_t, int64_t> units) {
+void project_own_units(const Weight& w_ih, int64_t id, int64_t team, const T* x, int64_t K, T* c, int64_t ldc,
+                       int64_t rows, std::pair<int64_t, int64_t> units) {
+  w_ih.prepare(id, team);
   w_ih.gemm(id, x, K, c, ldc, rows, units.first, units.second, 0, K, /*accumulate=*/false);
 }
 
@@ -431,24 +432,23 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
   // Without training the loop that projects the input keeps each thread's gates in a workspace
-  // of its own (same layout, only the thread's columns used): threads whose columns share the
-  // pages of one workspace slow each other's step GEMMs and pointwise passes (measured on a
-  // 2-core Xeon: bfloat16 B=16 H=256 GEMM 20 -> 14 kcycles a step, pointwise 18 -> 15),
-  // although no cache line is written by both.
-  const bool own_gates = !kTraining && w_ih != nullptr;
+  // of its own (same layout, only the thread's columns used; thread 0 keeps L.ws): threads whose
+  // columns share the pages of one workspace slow each other's step GEMMs and pointwise passes
+  // (measured on a 2-core Xeon: bfloat16 B=16 H=256 GEMM 20 -> 14 kcycles a step, pointwise
+  // 18 -> 15), although no cache line is written by both.
+  const bool own_gates = !kTraining && w_ih != nullptr && max_team > 1;
   const at::Tensor gate_buffers =
-      own_gates ? scratch_empty({max_team, s.total_rows, ws_cols}, options.dtype().toScalarType()) : at::Tensor();
+      own_gates ? scratch_empty({max_team - 1, s.total_rows, ws_cols}, options.dtype().toScalarType()) : at::Tensor();
   TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
     const auto state_columns = proj ? w_hr.share(id, team) : units;
-    T* const ws = own_gates ? gate_buffers.mutable_data_ptr<T>() + id * s.total_rows * ws_cols : L.ws;
+    T* const ws = own_gates && id > 0 ? gate_buffers.mutable_data_ptr<T>() + (id - 1) * s.total_rows * ws_cols : L.ws;
     w_hh.prepare(id, team);
     if (proj) w_hr.prepare(id, team);
     if (w_ih != nullptr) {
-      w_ih->prepare(id, team);
-      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), ws, ws_cols, s.total_rows, units);
+      project_own_units(*w_ih, id, team, L.input, L.w_ih_kn.size(0), ws, ws_cols, s.total_rows, units);
     }
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
@@ -528,10 +528,7 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weigh
   run_team(max_team, [&](int64_t id, int64_t team) {
     const auto units = w_hh.share(id, team);
     w_hh.prepare(id, team);
-    if (w_ih != nullptr) {
-      w_ih->prepare(id, team);
-      project_own_units(*w_ih, id, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
-    }
+    if (w_ih != nullptr) project_own_units(*w_ih, id, team, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
