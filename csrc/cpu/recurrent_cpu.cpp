@@ -426,8 +426,8 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   const int64_t H = L.hidden_size, P = L.state_size, B = s.max_batch, ws_cols = L.ws_cols;
   const bool proj = L.has_proj();
   const auto options = L.w_hh_kn.options();
-  const at::Tensor state_other = at::from_blob(L.h_state, {B, P}, options).clone();
-  T* state_buffers[2] = {L.h_state, state_other.mutable_data_ptr<T>()};
+  const at::Tensor state_other = s.steps() > 1 ? at::from_blob(L.h_state, {B, P}, options).clone() : at::Tensor();
+  T* state_buffers[2] = {L.h_state, state_other.defined() ? state_other.mutable_data_ptr<T>() : nullptr};
   // With projection h_t (B, H) goes to the workspace when training, else to this scratch.
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, options) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
@@ -453,9 +453,14 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
       const T* state = state_buffers[k % 2];
-      T* next_state = state_buffers[(k + 1) % 2];
-      gemm_own_columns_first(w_hh, progress, id, team, state, P, ws + off * ws_cols, ws_cols, rows, units, P, 1,
-                             state_columns, /*accumulate=*/true);
+      T* next_state = k + 1 < s.steps() ? state_buffers[(k + 1) % 2] : nullptr;  // the last state: h_n, below
+      if (k == 0) {  // h0: no thread of the team writes it
+        w_hh.gemm(id, state, P, ws + off * ws_cols, ws_cols, rows, units.first, units.second, 0, P,
+                  /*accumulate=*/true);
+      } else {
+        gemm_own_columns_first(w_hh, progress, id, team, state, P, ws + off * ws_cols, ws_cols, rows, units, P, 1,
+                               state_columns, /*accumulate=*/true);
+      }
       const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, next_state, h_scratch_ptr, ws);
       IsaT::template lstm_forward<kTraining>(p, 0, rows, units.first, units.second);
       progress.publish(id);  // h_t's units
@@ -463,7 +468,7 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
         T* r_rows = L.output + off * P;
         gemm_own_columns_first(w_hr, progress, id, team, p.h_out, p.h_out_ld, r_rows, P, rows, state_columns, H, 1,
                                units, /*accumulate=*/false);
-        copy_columns(r_rows, next_state, rows, P, state_columns.first, state_columns.second);
+        if (next_state != nullptr) copy_columns(r_rows, next_state, rows, P, state_columns.first, state_columns.second);
         progress.publish(id);  // r_t's columns
       }
     }
@@ -521,8 +526,9 @@ template <typename IsaT, Activation act, typename T, typename A, typename Weight
 void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh, const Weight* w_ih) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, B = s.max_batch;
-  const at::Tensor h_other = at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone();
-  T* h_buffers[2] = {L.h_state, h_other.mutable_data_ptr<T>()};
+  const at::Tensor h_other =
+      s.steps() > 1 ? at::from_blob(L.h_state, {B, H}, L.w_hh_kn.options()).clone() : at::Tensor();
+  T* h_buffers[2] = {L.h_state, h_other.defined() ? h_other.mutable_data_ptr<T>() : nullptr};
   TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
@@ -531,10 +537,14 @@ void fused_rnn_forward(const RnnForwardLoop<T>& L, int64_t max_team, const Weigh
     if (w_ih != nullptr) project_own_units(*w_ih, id, team, L.input, L.w_ih_kn.size(0), L.pre, H, s.total_rows, units);
     for (int64_t k = 0; k < s.steps(); ++k) {
       const int64_t t = s.time_at(k), rows = s.batch_sizes[t], off = s.offsets[t];
-      gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
-                             units, /*accumulate=*/true);
+      if (k == 0) {  // h0: no thread of the team writes it
+        w_hh.gemm(id, h_buffers[0], H, L.pre + off * H, H, rows, units.first, units.second, 0, H, /*accumulate=*/true);
+      } else {
+        gemm_own_columns_first(w_hh, progress, id, team, h_buffers[k % 2], H, L.pre + off * H, H, rows, units, H, 1,
+                               units, /*accumulate=*/true);
+      }
       RnnForwardStep<T> p = rnn_forward_step(L, t);
-      p.h_state = h_buffers[(k + 1) % 2];
+      p.h_state = k + 1 < s.steps() ? h_buffers[(k + 1) % 2] : nullptr;  // the last state: h_n, below
       IsaT::template rnn_forward<act, T, A>(p, 0, rows, units.first, units.second);
       progress.publish(id);
     }
