@@ -21,7 +21,7 @@
 //   };
 //
 // StepByStep<Policy> implements the four loops as one recurrent GEMM per step accumulated in
-// place into the precomputed input projection, one fused pointwise pass that adds the bias
+// place into the precomputed input projection, one fused pointwise pass that adds the biases
 // (gate_math.h) and, for proj_size, one projection GEMM; the policy then supplies the step GEMM
 // and the passes:
 //
@@ -230,18 +230,19 @@ struct AtenGemm {
   }
 };
 
-// out (N, G*H) = x (N, I) @ w_ih^T: the input projection of every step at once. The bias is
-// not in it: the loops' pointwise passes add it (see gate_bias), saving a pass over the rows.
+// out (N, G*H) = x (N, I) @ w_ih^T: the input projection of every step at once. The biases are
+// not in it: the loops' pointwise passes add b_ih and b_hh, saving a pass over the rows.
 template <typename Policy>
 void project_input(const Tensor& out, const Tensor& x, const Tensor& w_ih) {
   Policy::gemm(out, x, w_ih.t());
 }
 
-// b_ih + b_hh (G*H), contiguous; undefined without biases.
-inline Tensor gate_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
-  if (b_ih.has_value() && b_hh.has_value()) return *b_ih + *b_hh;
-  if (b_ih.has_value()) return b_ih->contiguous();
-  return b_hh.has_value() ? b_hh->contiguous() : Tensor();
+// A bias (G*H) as the pointwise passes read it: contiguous, undefined when absent.
+inline Tensor contiguous_bias(const OptTensor& b) { return b.has_value() ? b->contiguous() : Tensor(); }
+
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
 // (N, P): for each row of step t, the recurrent state the step read, h_{t-1}: the output row
@@ -294,7 +295,7 @@ inline Tensor as_rows(const Tensor& t, int64_t rows) {
 // What a time loop reads and writes: raw pointers into buffers the op allocated (N rows of
 // the schedule, B = its first batch size), the weights as tensors for the policy to lay out.
 
-// LSTM forward. ws rows: gates 4H (in: the input projection with both biases; out, when
+// LSTM forward. ws rows: gates 4H (in: the input projection, without biases; out, when
 // training: the activations i | f | g | o) | c_t H | h_t H (proj only; training only).
 template <typename S, typename A>
 struct LstmForwardLoop {
@@ -305,7 +306,8 @@ struct LstmForwardLoop {
   Tensor w_hr_kn;       // (H, P) view of W_hr^T; undefined without projection
   S* ws;
   int64_t ws_cols;
-  const S* bias;        // (4H) b_ih + b_hh, or nullptr
+  const S* bias_ih;     // (4H), or nullptr
+  const S* bias_hh;     // (4H), or nullptr
   // Defined when the loop computes the gates' input projection itself (Policy::loop_projects_input):
   Tensor w_ih_kn;            // (I, 4H) view of W_ih^T
   const S* input = nullptr;  // (N, I)
@@ -340,7 +342,8 @@ struct RnnForwardLoop {
   int64_t hidden_size;
   Tensor w_hh_kn;  // (H, H) view of W_hh^T
   S* pre;          // (N, H) the input projection, without bias (written by the loop with w_ih_kn)
-  const S* bias;   // (H) b_ih + b_hh, or nullptr
+  const S* bias_ih;  // (H), or nullptr
+  const S* bias_hh;  // (H), or nullptr
   // Defined when the loop computes the input projection itself (Policy::loop_projects_input):
   Tensor w_ih_kn;            // (I, H) view of W_ih^T
   const S* input = nullptr;  // (N, I)
@@ -374,7 +377,8 @@ LstmForwardStep<S, A> lstm_forward_step(const LstmForwardLoop<S, A>& L, int64_t 
   LstmForwardStep<S, A> p;
   p.gates = ws_rows;
   p.gates_ld = L.ws_cols;
-  p.bias = L.bias;
+  p.bias_ih = L.bias_ih;
+  p.bias_hh = L.bias_hh;
   p.c_state = L.c_state;
   p.c_saved = kTraining ? ws_rows + 4 * H : nullptr;
   p.c_saved_ld = L.ws_cols;
@@ -428,7 +432,8 @@ RnnForwardStep<S> rnn_forward_step(const RnnForwardLoop<S>& L, int64_t t) {
   RnnForwardStep<S> p;
   p.pre = L.pre + off * H;
   p.pre_ld = H;
-  p.bias = L.bias;
+  p.bias_ih = L.bias_ih;
+  p.bias_hh = L.bias_hh;
   p.h_out = L.output + off * H;
   p.h_out_ld = H;
   p.hidden_size = H;
@@ -577,7 +582,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
   Tensor ws = training ? at::empty({N, ws_cols}, input.options()) : Policy::scratch({N, ws_cols}, input.options());
   const bool loop_projects = Policy::loop_projects_input(sched, sz, input.scalar_type(), /*gates_private=*/!training);
   if (!loop_projects) project_input<Policy>(ws.narrow(1, 0, 4 * H), x, w_ih);
-  const Tensor bias = gate_bias(b_ih, b_hh);
+  const Tensor bias_ih = contiguous_bias(b_ih), bias_hh = contiguous_bias(b_hh);
 
   Tensor output = at::empty({N, P}, input.options());
   Tensor h_state = h0_.contiguous().clone();
@@ -593,7 +598,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_impl(
     loop.w_hr_kn = has_proj ? w_hr.t() : Tensor();
     loop.ws = ws.mutable_data_ptr<scalar_t>();
     loop.ws_cols = ws_cols;
-    loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    loop.bias_ih = data_or_null<scalar_t>(bias_ih);
+    loop.bias_hh = data_or_null<scalar_t>(bias_hh);
     if (loop_projects) {
       loop.w_ih_kn = w_ih.t();
       loop.input = x.const_data_ptr<scalar_t>();
@@ -696,7 +702,7 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
   Tensor pre = Policy::scratch({N, H}, input.options());
   const bool loop_projects = Policy::loop_projects_input(sched, sz, input.scalar_type(), /*gates_private=*/false);
   if (!loop_projects) project_input<Policy>(pre, x, w_ih);
-  const Tensor bias = gate_bias(b_ih, b_hh);
+  const Tensor bias_ih = contiguous_bias(b_ih), bias_hh = contiguous_bias(b_hh);
   Tensor output = at::empty({N, H}, input.options());
   Tensor h_state = h0_.contiguous().clone();
 
@@ -707,7 +713,8 @@ std::tuple<Tensor, Tensor> rnn_layer_forward_impl(
     loop.hidden_size = H;
     loop.w_hh_kn = w_hh.t();
     loop.pre = pre.mutable_data_ptr<scalar_t>();
-    loop.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    loop.bias_ih = data_or_null<scalar_t>(bias_ih);
+    loop.bias_hh = data_or_null<scalar_t>(bias_hh);
     if (loop_projects) {
       loop.w_ih_kn = w_ih.t();
       loop.input = x.const_data_ptr<scalar_t>();

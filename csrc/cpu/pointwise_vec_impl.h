@@ -107,8 +107,9 @@ void lstm_forward_rows(const LstmForwardStep<S, A>& p, int64_t begin, int64_t en
         A* c_state = p.c_state + row * H + j;
         Vec<A> i = load<A>(gates, n), f = load<A>(gates + H, n);
         Vec<A> g = load<A>(gates + 2 * H, n), o = load<A>(gates + 3 * H, n);
-        if (p.bias != nullptr) {
-          const S* bias = p.bias + j;
+        for (const S* bias : {p.bias_ih, p.bias_hh}) {
+          if (bias == nullptr) continue;
+          bias += j;
           i = i + load<A>(bias, n), f = f + load<A>(bias + H, n);
           g = g + load<A>(bias + 2 * H, n), o = o + load<A>(bias + 3 * H, n);
         }
@@ -157,7 +158,8 @@ void rnn_forward_rows(const RnnForwardStep<S>& p, int64_t begin, int64_t end, in
   const int64_t H = p.hidden_size;
   for_unit_vectors<A>(begin, end, unit_begin, unit_end, [&](int64_t row, int64_t j, int64_t n) RNNF_INLINE_LAMBDA {
     Vec<A> pre = load<A>(p.pre + row * p.pre_ld + j, n);
-    if (p.bias != nullptr) pre = pre + load<A>(p.bias + j, n);
+    if (p.bias_ih != nullptr) pre = pre + load<A>(p.bias_ih + j, n);
+    if (p.bias_hh != nullptr) pre = pre + load<A>(p.bias_hh + j, n);
     const Vec<A> h = activate<act>(pre);
     store(h, p.h_out + row * p.h_out_ld + j, n);
     if (p.h_state != nullptr) store(h, p.h_state + row * H + j, n);

@@ -127,7 +127,8 @@ RNNF_HOST_DEVICE void lstm_cell_backward_math(const V& i, const V& f, const V& g
 //   gates[row, k*H + j]  in : pre-activation of gate k without bias (input projection +
 //                              recurrent GEMM)
 //                        out: activation of gate k (only when kTraining: backward reads them)
-//   bias[k*H + j]        in : b_ih + b_hh, added to the pre-activations here; or nullptr
+//   bias_ih[k*H + j],    in : b_ih and b_hh, both added to the pre-activations here; either
+//   bias_hh[k*H + j]          may be nullptr
 //   c_state[row, j]      in : c_{t-1};  out: c_t            (acc_t, contiguous rows of H)
 //   c_saved[row, j]      out: c_t for backward              (only when kTraining)
 //   h_out[row, j]        out: h_t = o * tanh(c_t)
@@ -136,7 +137,8 @@ template <typename scalar_t, typename acc_t>
 struct LstmForwardStep {
   scalar_t* gates;
   int64_t gates_ld;
-  const scalar_t* bias;  // may be nullptr
+  const scalar_t* bias_ih;  // may be nullptr
+  const scalar_t* bias_hh;  // may be nullptr
   acc_t* c_state;
   scalar_t* c_saved;
   int64_t c_saved_ld;
@@ -145,6 +147,17 @@ struct LstmForwardStep {
   scalar_t* h_state;  // may be nullptr; row stride hidden_size
   int64_t hidden_size;
 };
+
+// i, f, g, o += bias[j], bias[H + j], bias[2H + j], bias[3H + j]; nothing for a null bias.
+template <typename scalar_t, typename acc_t>
+RNNF_HOST_DEVICE void add_lstm_bias(const scalar_t* bias, int64_t H, int64_t j, acc_t& i, acc_t& f, acc_t& g,
+                                    acc_t& o) {
+  if (bias == nullptr) return;
+  i += static_cast<acc_t>(bias[j]);
+  f += static_cast<acc_t>(bias[H + j]);
+  g += static_cast<acc_t>(bias[2 * H + j]);
+  o += static_cast<acc_t>(bias[3 * H + j]);
+}
 
 template <bool kTraining, typename scalar_t, typename acc_t>
 RNNF_HOST_DEVICE void lstm_forward_element(
@@ -155,12 +168,8 @@ RNNF_HOST_DEVICE void lstm_forward_element(
   acc_t f = static_cast<acc_t>(gates[H + j]);
   acc_t g = static_cast<acc_t>(gates[2 * H + j]);
   acc_t o = static_cast<acc_t>(gates[3 * H + j]);
-  if (p.bias != nullptr) {
-    i += static_cast<acc_t>(p.bias[j]);
-    f += static_cast<acc_t>(p.bias[H + j]);
-    g += static_cast<acc_t>(p.bias[2 * H + j]);
-    o += static_cast<acc_t>(p.bias[3 * H + j]);
-  }
+  add_lstm_bias(p.bias_ih, H, j, i, f, g, o);
+  add_lstm_bias(p.bias_hh, H, j, i, f, g, o);
   acc_t& c = p.c_state[row * H + j];
   acc_t h;
   lstm_cell_forward_math(i, f, g, o, c, h);
@@ -230,14 +239,16 @@ RNNF_HOST_DEVICE void lstm_backward_element(
 // Vanilla RNN, forward, one time step:  h_t = act(pre + bias), pre = input projection + W_hh h.
 //
 //   pre[row, j]       pre-activation without bias (read only)
-//   bias[j]           b_ih + b_hh, or nullptr
+//   bias_ih[j],       b_ih and b_hh; either may be nullptr
+//   bias_hh[j]
 //   h_out[row, j]     out: h_t
 //   h_state[row, j]   out: h_t again (the recurrent state buffer), or nullptr
 template <typename scalar_t>
 struct RnnForwardStep {
   const scalar_t* pre;
   int64_t pre_ld;
-  const scalar_t* bias;  // may be nullptr
+  const scalar_t* bias_ih;  // may be nullptr
+  const scalar_t* bias_hh;  // may be nullptr
   scalar_t* h_out;
   int64_t h_out_ld;
   scalar_t* h_state;  // may be nullptr; row stride hidden_size
@@ -247,7 +258,8 @@ struct RnnForwardStep {
 template <Activation act, typename scalar_t, typename acc_t>
 RNNF_HOST_DEVICE void rnn_forward_element(const RnnForwardStep<scalar_t>& p, int64_t row, int64_t j) {
   acc_t pre = static_cast<acc_t>(p.pre[row * p.pre_ld + j]);
-  if (p.bias != nullptr) pre += static_cast<acc_t>(p.bias[j]);
+  if (p.bias_ih != nullptr) pre += static_cast<acc_t>(p.bias_ih[j]);
+  if (p.bias_hh != nullptr) pre += static_cast<acc_t>(p.bias_hh[j]);
   const scalar_t h = static_cast<scalar_t>(activate<act>(pre));
   p.h_out[row * p.h_out_ld + j] = h;
   if (p.h_state != nullptr) p.h_state[row * p.hidden_size + j] = h;
