@@ -154,28 +154,33 @@ def test_rnn_packed(device, dtype, lengths_name, nonlinearity, layers, bidir):
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
 
 
-# Wide enough for the CPU's fused loops to split the units across a thread team, in several
-# panels with a partial last one (100 = 64 + 36 float / 3 x 32 + 4 double columns; proj 40), and
-# 13 rows (two 6-row tiles of the micro-kernel + 1).
-WIDE_H, WIDE_PROJ, WIDE_LENGTHS = 100, 40, [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6]
+# Wide enough for the CPU's fused loops to share the work of a step across a thread team, in
+# several panels with a partial last one (100 = 64 + 36 float / 3 x 32 + 4 double columns; proj
+# 40). The team splits the batch rows where each thread gets 4 or more (13 rows: two 6-row tiles
+# of the micro-kernel + 1, or 6 + 7 for two threads), else the hidden units (7 rows); each
+# sequence batch has 64 rows or more over 12 steps.
+WIDE_H, WIDE_PROJ = 100, 40
+WIDE_LENGTHS = {"rows": [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6], "units": [12, 9, 12, 10, 7, 12, 5]}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("steps", [12, 4], ids=["panels", "few-rows"])
-def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, steps):
-    """12 steps: 156 (dense) / 90 (packed) rows, enough for the CPU to pack the weights; 4 steps:
-    52 / 46 rows, read as they lie by the few-rows kernels (13 rows of A^T, one 16-wide chunk)."""
+@pytest.mark.parametrize("split", list(WIDE_LENGTHS))
+def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, steps, split):
+    """12 steps: enough rows for the CPU to pack the weights; 4 steps: 52 / 46 rows (13
+    sequences) or 28 (7), read as they lie by the few-rows kernels."""
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
     extra = dict(proj_size=proj) if kind == "LSTM" else {}
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, device=device, dtype=dtype, **extra)
+    lengths = WIDE_LENGTHS[split]
     if packed:
-        make = make_packed_inputs([min(n, steps) for n in WIDE_LENGTHS], I, False, device, dtype)
+        make = make_packed_inputs([min(n, steps) for n in lengths], I, False, device, dtype)
     else:
-        P = proj or WIDE_H
-        shapes = [(4, 13, P), (4, 13, WIDE_H)] if kind == "LSTM" else [(4, 13, WIDE_H)]
-        make = dense_inputs(steps, 13, len(shapes), shapes, False, False, True, device, dtype)
+        B, P = len(lengths), proj or WIDE_H
+        shapes = [(4, B, P), (4, B, WIDE_H)] if kind == "LSTM" else [(4, B, WIDE_H)]
+        make = dense_inputs(steps, B, len(shapes), shapes, False, False, True, device, dtype)
     assert_parity(ref, fused, make, **TOLERANCES[dtype], reference_context=native_torch(device))
 
 
@@ -186,7 +191,7 @@ def test_wide_layers_with_more_threads_than_cores(kind, proj):
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
     extra = dict(proj_size=proj) if kind == "LSTM" else {}
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, dtype=torch.float32, **extra)
-    make = make_packed_inputs(WIDE_LENGTHS, I, False, "cpu", torch.float32)
+    make = make_packed_inputs(WIDE_LENGTHS["rows"], I, False, "cpu", torch.float32)
     previous = torch.get_num_threads()
     torch.set_num_threads(5)
     try:
