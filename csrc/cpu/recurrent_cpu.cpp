@@ -573,6 +573,46 @@ void fused_lstm_forward(const LstmForwardLoop<T, A>& L, int64_t max_team, const 
   gather_final_states(s, L.output, P, L.h_state);
 }
 
+// fused_lstm_backward with the team split by batch rows (split_rows): each thread runs the steps
+// of its own sequences (sequence_share) with all of the weights; its rows of dL/dh and dL/dc are
+// its own. grad_h: (B, H) scratch for dL/dh_t with projection, else null.
+template <typename IsaT, typename T, typename A>
+void fused_lstm_backward_by_rows(const LstmBackwardLoop<T, A>& L, int64_t max_team, const PanelWeight<T>& w_hh,
+                                 const PanelWeight<T>& w_hr, T* grad_h) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size, P = L.state_size;
+  const bool proj = L.has_proj();
+  TeamProgress progress(max_team);
+
+  run_team(max_team, [&](int64_t id, int64_t team) {
+    w_hh.prepare(id, team);
+    if (proj) w_hr.prepare(id, team);
+    progress.publish(id);
+    progress.wait_for_team(id, team);  // every panel packed
+    const auto [first, last] = sequence_share(s, id, team);
+    const auto all_columns = w_hh.share(0, 1), all_units = proj ? w_hr.share(0, 1) : all_columns;
+    for (int64_t k = s.steps() - 1; k >= 0; --k) {
+      const int64_t t = s.time_at(k), off = s.offsets[t];
+      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
+      if (r0 == r1) continue;
+      if (proj) {
+        // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ W_hr.
+        T* grad_r = L.grad_r + off * P;
+        for (int64_t i = r0 * P; i < r1 * P; ++i) {
+          const A carried = static_cast<A>(L.grad_h_state[i]);
+          grad_r[i] = static_cast<T>(L.grad_output ? carried + static_cast<A>(L.grad_output[off * P + i]) : carried);
+        }
+        w_hr.gemm(id, grad_r + r0 * P, P, grad_h + r0 * H, H, r1 - r0, all_units.first, all_units.second, 0, P,
+                  /*accumulate=*/false);
+      }
+      const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
+      IsaT::lstm_backward(p, r0, r1, 0, H);
+      w_hh.gemm(id, p.grad_gates + r0 * 4 * H, 4 * H, L.grad_h_state + r0 * P, P, r1 - r0, all_columns.first,
+                all_columns.second, 0, 4 * H, /*accumulate=*/false);
+    }
+  });
+}
+
 // Thread shares as in fused_lstm_forward. Per step: (with projection) dL/dr_t's columns q, then
 // dL/dh_t's units u = dL/dr_t @ W_hr; the pointwise pass of the units u; dL/dh_{t-1}'s columns q
 // = dL/dgates_t @ W_hh. The products start on the part of their A the thread wrote itself.
@@ -586,6 +626,11 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
   T* const grad_h = proj ? grad_h_scratch.mutable_data_ptr<T>() : nullptr;  // (B, H) dL/dh_t
   const int64_t max_team = team_size_for(B * P * 4 * H);
+  const int64_t weight_bytes = (L.w_hh.numel() + (proj ? L.w_hr.numel() : 0)) * int64_t(sizeof(T));
+  if (split_rows(s, loop_team(B * P * 4 * H), weight_bytes)) {
+    fused_lstm_backward_by_rows<IsaT>(L, max_team, w_hh, w_hr, grad_h);
+    return;
+  }
   TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
@@ -676,6 +721,31 @@ void fused_rnn_forward_by_rows(const RnnForwardLoop<T>& L, int64_t max_team, con
   gather_final_states(s, L.output, H, L.h_state);
 }
 
+// fused_rnn_backward with the team split by batch rows, as fused_lstm_backward_by_rows.
+template <typename IsaT, Activation act, typename T, typename A>
+void fused_rnn_backward_by_rows(const RnnBackwardLoop<T>& L, int64_t max_team, const PanelWeight<T>& w_hh) {
+  const StepSchedule& s = *L.sched;
+  const int64_t H = L.hidden_size;
+  TeamProgress progress(max_team);
+
+  run_team(max_team, [&](int64_t id, int64_t team) {
+    w_hh.prepare(id, team);
+    progress.publish(id);
+    progress.wait_for_team(id, team);  // every panel packed
+    const auto [first, last] = sequence_share(s, id, team);
+    const auto all_units = w_hh.share(0, 1);
+    for (int64_t k = s.steps() - 1; k >= 0; --k) {
+      const int64_t t = s.time_at(k);
+      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
+      if (r0 == r1) continue;
+      const RnnBackwardStep<T> p = rnn_backward_step(L, t);
+      IsaT::template rnn_backward<act, T, A>(p, r0, r1, 0, H);
+      w_hh.gemm(id, p.grad_pre + r0 * H, H, L.grad_h_state + r0 * H, H, r1 - r0, all_units.first, all_units.second,
+                0, H, /*accumulate=*/false);
+    }
+  });
+}
+
 // As fused_lstm_backward without projection.
 template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
@@ -683,6 +753,10 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   const int64_t H = L.hidden_size, B = s.max_batch;
   const PanelWeight<T> w_hh = PanelWeight<T>::template make<IsaT>(L.w_hh, 1);
   const int64_t max_team = team_size_for(B * H * H);
+  if (split_rows(s, loop_team(B * H * H), L.w_hh.numel() * int64_t(sizeof(T)))) {
+    fused_rnn_backward_by_rows<IsaT, act, T, A>(L, max_team, w_hh);
+    return;
+  }
   TeamProgress progress(max_team);
 
   run_team(max_team, [&](int64_t id, int64_t team) {
