@@ -164,7 +164,7 @@ WIDE_LENGTHS = {"rows": [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6], "units": [1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
+@pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0), ("RNN-relu", 0)])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("steps", [12, 4], ids=["panels", "few-rows"])
 @pytest.mark.parametrize("split", list(WIDE_LENGTHS))
@@ -172,7 +172,7 @@ def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, ste
     """12 steps: enough rows for the CPU to pack the weights; 4 steps: 52 / 46 rows (13
     sequences) or 28 (7), read as they lie by the few-rows kernels."""
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
-    extra = dict(proj_size=proj) if kind == "LSTM" else {}
+    extra = dict(proj_size=proj) if kind == "LSTM" else dict(nonlinearity="relu" if kind == "RNN-relu" else "tanh")
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, device=device, dtype=dtype, **extra)
     lengths = WIDE_LENGTHS[split]
     if packed:

@@ -367,6 +367,13 @@ bool split_rows(const StepSchedule& s, int64_t team, int64_t weight_bytes) {
   return team > 1 && s.max_batch >= team * kMinRowsPerThread && 2 * weight_bytes <= l2_cache_bytes();
 }
 
+// Bytes of the weights a layer's time loop multiplies by at every step: W_hh (G*H, P), and W_hr
+// (P, H) with a projection.
+int64_t recurrent_weight_bytes(const LayerSizes& sz, at::ScalarType dtype) {
+  const int64_t projection = sz.state_size != sz.hidden_size ? sz.state_size * sz.hidden_size : 0;
+  return (sz.gate_count * sz.hidden_size * sz.state_size + projection) * int64_t(c10::elementSize(dtype));
+}
+
 // Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
 // run_team can give.
 int64_t loop_team(int64_t step_macs) {
@@ -822,13 +829,14 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   }
 
   // The loops on weights as they lie (few rows) compute the input projection themselves. So does
-  // the bfloat16 packed-weight loop on AMX without training, where that lets each thread keep its
-  // gates in a workspace of its own (fused_lstm_forward): small batches whose hidden units give
-  // every thread of the team a share (B=16 H=256 forward 2.27 -> 1.79 ms, B=1 H=128 0.30 -> 0.23).
-  // Not elsewhere: our projection is slower than oneDNN's over many rows (B=64 H=512 22.5 ->
-  // 28.7 ms), or runs on one thread where the team's other threads have no units (H=37 0.83 ->
-  // 1.08); float32 and float64 keep MKL's projection, slower in ours by about what the
-  // workspaces gain (float64 B=16 H=256 +5%).
+  // the bfloat16 packed-weight loop on AMX without training whose team splits the hidden units,
+  // where that lets each thread keep its gates in a workspace of its own (fused_lstm_forward):
+  // small batches whose hidden units give every thread of the team a share (B=16 H=256 forward
+  // 2.27 -> 1.79 ms, B=1 H=128 0.30 -> 0.23). Not elsewhere: our projection is slower than
+  // oneDNN's over many rows (B=64 H=512 22.5 -> 28.7 ms), or runs on one thread where the team's
+  // other threads have no units (H=37 0.83 -> 1.08); float32 and float64 keep MKL's projection,
+  // slower in ours by about what the workspaces gain (float64 B=16 H=256 +5%); a team that
+  // splits the rows writes rows of its own anyway (B=16 H=256 forward 2.15 -> 2.05 ms).
   static bool loop_projects_input(const StepSchedule& s, const LayerSizes& sz, at::ScalarType dtype,
                                   bool gates_private) {
     bool row_major = false, panels = false;
@@ -840,7 +848,8 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     const int64_t team = loop_team(s.max_batch * sz.state_size * sz.gate_count * sz.hidden_size);
     const int64_t unit_panels = (sz.hidden_size + kBf16PanelWidth - 1) / kBf16PanelWidth;
     return gates_private && panels && dtype == at::kBFloat16 && amx_bf16::supported() &&
-           s.max_batch <= kOwnGatesMaxBatch && unit_panels >= team;
+           s.max_batch <= kOwnGatesMaxBatch && unit_panels >= team &&
+           !split_rows(s, team, recurrent_weight_bytes(sz, dtype));
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
