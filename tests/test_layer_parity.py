@@ -156,25 +156,26 @@ def test_rnn_packed(device, dtype, lengths_name, nonlinearity, layers, bidir):
 
 # Wide enough for the CPU's fused loops to share the work of a step across a thread team, in
 # several panels with a partial last one (100 = 64 + 36 float / 3 x 32 + 4 double columns; proj
-# 40). The team splits the batch rows where each thread gets 4 or more (13 rows: two 6-row tiles
-# of the micro-kernel + 1, or 6 + 7 for two threads), else the hidden units (7 rows); each
-# sequence batch has 64 rows or more over 12 steps.
+# 40). With weights this small a team splits the batch rows where each thread gets 2 or more
+# (13 sequences: two 6-row tiles of the micro-kernel + 1, or 6 + 7 for two threads), else the
+# hidden units (3 sequences). Each batch has 64 rows or more over all its steps.
 WIDE_H, WIDE_PROJ = 100, 40
-WIDE_LENGTHS = {"rows": [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6], "units": [12, 9, 12, 10, 7, 12, 5]}
+WIDE_LENGTHS = {"rows": [9, 3, 12, 1, 7, 12, 5, 2, 10, 8, 4, 11, 6], "units": [24, 19, 23]}
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0), ("RNN-relu", 0)])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
-@pytest.mark.parametrize("steps", [12, 4], ids=["panels", "few-rows"])
+@pytest.mark.parametrize("steps", [None, 4], ids=["panels", "few-rows"])
 @pytest.mark.parametrize("split", list(WIDE_LENGTHS))
 def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, steps, split):
-    """12 steps: enough rows for the CPU to pack the weights; 4 steps: 52 / 46 rows (13
-    sequences) or 28 (7), read as they lie by the few-rows kernels."""
+    """All steps: enough rows for the CPU to pack the weights; 4 steps: 52 / 46 rows (13
+    sequences) or 12 (3), read as they lie by the few-rows kernels."""
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
     extra = dict(proj_size=proj) if kind == "LSTM" else dict(nonlinearity="relu" if kind == "RNN-relu" else "tanh")
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, device=device, dtype=dtype, **extra)
     lengths = WIDE_LENGTHS[split]
+    steps = steps or max(lengths)
     if packed:
         make = make_packed_inputs([min(n, steps) for n in lengths], I, False, device, dtype)
     else:
@@ -185,13 +186,15 @@ def test_wide_layers_split_across_threads(device, dtype, kind, proj, packed, ste
 
 
 @pytest.mark.parametrize("kind,proj", [("LSTM", 0), ("LSTM", WIDE_PROJ), ("RNN", 0)])
-def test_wide_layers_with_more_threads_than_cores(kind, proj):
-    """Teams of 5 threads on the CPU (more than this machine's cores, some with no units of
-    their own): the threads' waits on each other still end, and the results are torch's."""
+@pytest.mark.parametrize("split", list(WIDE_LENGTHS))
+def test_wide_layers_with_more_threads_than_cores(kind, proj, split):
+    """Teams of 5 threads on the CPU (more than this machine's cores; splitting the units, some
+    with none of their own): the threads' waits on each other still end, and the results are
+    torch's."""
     classes = (rnnfused.LSTM, nn.LSTM) if kind == "LSTM" else (rnnfused.RNN, nn.RNN)
     extra = dict(proj_size=proj) if kind == "LSTM" else {}
     ref, fused = twin(*classes, I, WIDE_H, num_layers=2, bidirectional=True, dtype=torch.float32, **extra)
-    make = make_packed_inputs(WIDE_LENGTHS["rows"], I, False, "cpu", torch.float32)
+    make = make_packed_inputs(WIDE_LENGTHS[split], I, False, "cpu", torch.float32)
     previous = torch.get_num_threads()
     torch.set_num_threads(5)
     try:

@@ -8,12 +8,13 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnfused
 from helpers import run_with_grads
 
-# Enough rows (T*B >= 64) and units (two 64-column panels, two threads) for the CPU's fused
-# loops and its bfloat16 dot-product kernel, rather than the per-step path of cell-sized calls.
-# Sequence lengths (packed; dense batches of as many): 7 sequences are too few for two threads
-# of 4 rows, so a team splits the hidden units; 13 give each thread rows of its own.
-I, H, T = 16, 80, 16
-LENGTHS = {"units": [16, 14, 12, 11, 9, 6, 2], "rows": [16, 16, 15, 14, 12, 12, 11, 9, 8, 6, 4, 2, 1]}
+# Enough rows (64 or more in all) and units (two 64-column panels, two threads) for the CPU's
+# fused loops and its bfloat16 dot-product kernel, rather than the per-step path of cell-sized
+# calls. Sequence lengths (packed; dense: as many sequences of the longest length): 3 sequences
+# are too few for two threads of 2 rows, so a team splits the hidden units; 13 give each thread
+# rows of its own.
+I, H = 16, 80
+LENGTHS = {"units": [24, 22, 20], "rows": [16, 16, 15, 14, 12, 12, 11, 9, 8, 6, 4, 2, 1]}
 CASES = {
     "lstm": (rnnfused.LSTM, nn.LSTM, dict(num_layers=2, bidirectional=True)),
     "lstm_proj": (rnnfused.LSTM, nn.LSTM, dict(proj_size=8)),
@@ -30,7 +31,7 @@ def errors(result, truth):
 
 def run(module, dtype, device, packed, lengths, input_size=I):
     def make():
-        x = torch.randn(T, len(lengths), input_size, dtype=torch.float64)
+        x = torch.randn(max(lengths), len(lengths), input_size, dtype=torch.float64)
         x = x.to(device=device, dtype=dtype).requires_grad_()
         if packed:
             return (pack_padded_sequence(x, torch.tensor(lengths)),), [x]
@@ -44,26 +45,26 @@ def run(module, dtype, device, packed, lengths, input_size=I):
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("split", list(LENGTHS))
 def test_error_within_twice_torchs(device, dtype, case, packed, split, input_size=I):
-    if case == "rnn_relu" and split == "rows":
-        # At relu's kink the gradients depend on which pre-activations round across zero: for these
-        # inputs torch's bfloat16 W_hh gradient lands 20x closer to the truth than its other
-        # gradients (0.07 against 2-3; other seeds 0.8-2.3, ours alike), which no within-twice
-        # bound absorbs. The row split's relu runs in test_layer_parity's float32 / float64 checks.
-        pytest.skip("relu: torch's error too lucky on one gradient for a within-twice bound")
     fused_cls, torch_cls, kwargs = CASES[case]
     lengths = LENGTHS[split]
-    truth_module = torch_cls(input_size, H, **kwargs).double()
-    state = truth_module.state_dict()
-    truth = run(truth_module, torch.float64, "cpu", packed, lengths, input_size)
-    torch_module = torch_cls(input_size, H, **kwargs)
-    torch_module.load_state_dict(state)
-    fused_module = fused_cls(input_size, H, **kwargs)
-    fused_module.load_state_dict(state)
-    truth = [[t.to(device) for t in g] for g in truth]
-    torch_err = errors(run(torch_module, dtype, device, packed, lengths, input_size), truth)
-    fused_err = errors(run(fused_module, dtype, device, packed, lengths, input_size), truth)
+    # At relu's kink a gradient's error is a lottery: it stays near one rounding unless some
+    # pre-activation rounds across zero, and then jumps 50-100x, for torch on some draws of the
+    # weights, for rnnfused on others (float16, 3 x 32 steps, 12 draws: both on 4, torch alone on
+    # 1, rnnfused alone on 3). For relu the largest errors over three draws are compared.
+    fused_err, torch_err = [], []
+    for _ in range(3 if case == "rnn_relu" else 1):
+        truth_module = torch_cls(input_size, H, **kwargs).double()
+        state = truth_module.state_dict()
+        truth = run(truth_module, torch.float64, "cpu", packed, lengths, input_size)
+        truth = [[t.to(device) for t in g] for g in truth]
+        torch_module = torch_cls(input_size, H, **kwargs)
+        torch_module.load_state_dict(state)
+        fused_module = fused_cls(input_size, H, **kwargs)
+        fused_module.load_state_dict(state)
+        torch_err.append(errors(run(torch_module, dtype, device, packed, lengths, input_size), truth))
+        fused_err.append(errors(run(fused_module, dtype, device, packed, lengths, input_size), truth))
     floor = torch.finfo(dtype).eps  # where torch happens to be exact, allow one rounding
-    for i, (f, t) in enumerate(zip(fused_err, torch_err)):
+    for i, (f, t) in enumerate(zip(map(max, zip(*fused_err)), map(max, zip(*torch_err)))):
         assert f <= 2 * t + floor, f"tensor {i}: fused error {f:.3g} vs torch's {t:.3g}"
 
 
@@ -86,7 +87,7 @@ def test_bfloat16_inference_within_twice_torchs(device, case, packed, split):
     torch_module, fused_module = torch_cls(I, H, **kwargs), fused_cls(I, H, **kwargs)
     torch_module.load_state_dict(truth_module.state_dict())
     fused_module.load_state_dict(truth_module.state_dict())
-    x = torch.randn(T, len(lengths), I, dtype=torch.float64)
+    x = torch.randn(max(lengths), len(lengths), I, dtype=torch.float64)
 
     def forward(module, dtype):
         inp = x.to(device=device, dtype=dtype)

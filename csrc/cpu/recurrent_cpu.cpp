@@ -354,17 +354,19 @@ int64_t l2_cache_bytes() {
   return bytes;
 }
 
-// The fewest rows of the first step per thread for which a team splits a loop by rows.
-constexpr int64_t kMinRowsPerThread = 4;
-
-// Whether a forward time loop's team of `team` threads splits the batch rows (fused_*_forward_
-// by_rows) instead of the hidden units: when every thread gets kMinRowsPerThread rows or more and
-// the recurrent weights, which every thread then reads whole at every step, take at most half of
-// a core's L2. No thread waits for another, but each reads all of the weights. Measured on a
-// 2-core Xeon (2 MB L2), LSTM forward T=100: float32 B=16 H=256 (1 MiB of weights) 6.1 -> 5.4 ms;
-// float64 (2 MiB) 11.9 -> 14.2; B=64 H=512 (4 MiB) 81 -> 82-90.
+// Whether the team of a time loop (`team` threads, recurrent weights of weight_bytes) splits the
+// batch rows (fused_*_by_rows) instead of the hidden units. No thread then waits for another,
+// but each reads all of the weights at every step: they must fit in half of a core's L2, and
+// the more of it they take, the more rows each thread needs to keep its GEMM busy: 2, up to 4
+// at half the L2. Measured on a 2-core Xeon (2 MB L2), LSTM T=100 forward, units -> rows:
+// float32 H=256 (1 MiB of weights) B=16 6.1 -> 5.4 ms, B=8 3.4 -> 3.0, B=6 equal, B=4 1.98 ->
+// 2.09; H=181 B=4 1.74 -> 1.55; H=128 B=4 0.77 -> 0.65, B=2 0.47 -> 0.45; float64 H=256 (2 MiB)
+// B=16 11.9 -> 14.2; B=64 H=512 (4 MiB) 81 -> 82-90.
 bool split_rows(const StepSchedule& s, int64_t team, int64_t weight_bytes) {
-  return team > 1 && s.max_batch >= team * kMinRowsPerThread && 2 * weight_bytes <= l2_cache_bytes();
+  const int64_t l2 = l2_cache_bytes();
+  if (team < 2 || 2 * weight_bytes > l2) return false;
+  const int64_t min_rows = std::max<int64_t>(2, (8 * weight_bytes + l2 - 1) / l2);
+  return s.max_batch >= team * min_rows;
 }
 
 // Bytes of the weights a layer's time loop multiplies by at every step: W_hh (G*H, P), and W_hr
