@@ -369,11 +369,10 @@ bool split_rows(const StepSchedule& s, int64_t team, int64_t weight_bytes) {
   return s.max_batch >= team * min_rows;
 }
 
-// Bytes of the weights a layer's time loop multiplies by at every step: W_hh (G*H, P), and W_hr
-// (P, H) with a projection.
-int64_t recurrent_weight_bytes(const LayerSizes& sz, at::ScalarType dtype) {
-  const int64_t projection = sz.state_size != sz.hidden_size ? sz.state_size * sz.hidden_size : 0;
-  return (sz.gate_count * sz.hidden_size * sz.state_size + projection) * int64_t(c10::elementSize(dtype));
+// Bytes of the weights a time loop multiplies by at every step: W_hh (gates * H, P), and W_hr
+// (P, H) where P != H (a projection).
+int64_t recurrent_weight_bytes(int64_t gates, int64_t H, int64_t P, size_t element_size) {
+  return (gates * H * P + (P != H ? P * H : 0)) * int64_t(element_size);
 }
 
 // Threads of a time loop whose steps take step_macs multiply-adds each: at most the team
@@ -635,8 +634,7 @@ void fused_lstm_backward(const LstmBackwardLoop<T, A>& L) {
   const at::Tensor grad_h_scratch = proj ? at::empty({B, H}, L.w_hh.options()) : at::Tensor();
   T* const grad_h = proj ? grad_h_scratch.mutable_data_ptr<T>() : nullptr;  // (B, H) dL/dh_t
   const int64_t max_team = team_size_for(B * P * 4 * H);
-  const int64_t weight_bytes = (L.w_hh.numel() + (proj ? L.w_hr.numel() : 0)) * int64_t(sizeof(T));
-  if (split_rows(s, loop_team(B * P * 4 * H), weight_bytes)) {
+  if (split_rows(s, loop_team(B * P * 4 * H), recurrent_weight_bytes(4, H, P, sizeof(T)))) {
     fused_lstm_backward_by_rows<IsaT>(L, max_team, w_hh, w_hr, grad_h);
     return;
   }
@@ -762,7 +760,7 @@ void fused_rnn_backward(const RnnBackwardLoop<T>& L) {
   const int64_t H = L.hidden_size, B = s.max_batch;
   const PanelWeight<T> w_hh = PanelWeight<T>::template make<IsaT>(L.w_hh, 1);
   const int64_t max_team = team_size_for(B * H * H);
-  if (split_rows(s, loop_team(B * H * H), L.w_hh.numel() * int64_t(sizeof(T)))) {
+  if (split_rows(s, loop_team(B * H * H), recurrent_weight_bytes(1, H, H, sizeof(T)))) {
     fused_rnn_backward_by_rows<IsaT, act, T, A>(L, max_team, w_hh);
     return;
   }
@@ -851,7 +849,8 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
     const int64_t unit_panels = (sz.hidden_size + kBf16PanelWidth - 1) / kBf16PanelWidth;
     return gates_private && panels && dtype == at::kBFloat16 && amx_bf16::supported() &&
            s.max_batch <= kOwnGatesMaxBatch && unit_panels >= team &&
-           !split_rows(s, team, recurrent_weight_bytes(sz, dtype));
+           !split_rows(s, team, recurrent_weight_bytes(sz.gate_count, sz.hidden_size, sz.state_size,
+                                                       c10::elementSize(dtype)));
   }
 
   template <bool kTraining, typename scalar_t, typename acc_t>
@@ -864,7 +863,7 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
       using Weight = PanelWeight<scalar_t>;
       const Weight w_hh = Weight::template make<IsaT>(L.w_hh_kn, 4);
       const Weight w_hr = proj ? Weight::template make<IsaT>(L.w_hr_kn, 1) : Weight();
-      const int64_t weight_bytes = (L.w_hh_kn.numel() + (proj ? L.w_hr_kn.numel() : 0)) * sizeof(scalar_t);
+      const int64_t weight_bytes = recurrent_weight_bytes(4, L.hidden_size, L.state_size, sizeof(scalar_t));
       if (!L.w_ih_kn.defined() && split_rows(s, team, weight_bytes)) {
         fused_lstm_forward_by_rows<IsaT, kTraining>(L, team, w_hh, w_hr);
         return;
@@ -895,7 +894,7 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
       using Weight = PanelWeight<scalar_t>;
       TORCH_INTERNAL_ASSERT(!L.w_ih_kn.defined());
       const Weight w_hh = Weight::template make<IsaT>(L.w_hh_kn, 1);
-      if (split_rows(s, team, L.w_hh_kn.numel() * sizeof(scalar_t))) {
+      if (split_rows(s, team, recurrent_weight_bytes(1, L.hidden_size, L.hidden_size, sizeof(scalar_t)))) {
         fused_rnn_forward_by_rows<IsaT, act, scalar_t, acc_t>(L, team, w_hh);
       } else {
         fused_rnn_forward<IsaT, act, scalar_t, acc_t>(L, team, w_hh, static_cast<const Weight*>(nullptr));
