@@ -473,6 +473,27 @@ std::pair<int64_t, int64_t> sequence_share(const StepSchedule& s, int64_t id, in
   return {boundary(id), boundary(id + 1)};
 }
 
+// Runs a loop split by batch rows (split_rows) on a team of up to max_team threads: each packs
+// its share of every weight's panels and waits for the others' (all panels), then calls
+// step(id, t, r0, r1) for the time steps in processing order (backward: from the last one
+// processed forward) with its rows [r0, r1) of each step that has any.
+template <typename Step, typename... Weights>
+void run_team_by_rows(const StepSchedule& s, int64_t max_team, bool backward, const Step& step,
+                      const Weights&... weights) {
+  TeamProgress progress(max_team);
+  run_team(max_team, [&](int64_t id, int64_t team) {
+    (weights.prepare(id, team), ...);
+    progress.publish(id);
+    progress.wait_for_team(id, team);  // every panel packed
+    const auto [first, last] = sequence_share(s, id, team);
+    for (int64_t i = 0; i < s.steps(); ++i) {
+      const int64_t t = s.time_at(backward ? s.steps() - 1 - i : i);
+      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
+      if (r0 < r1) step(id, t, r0, r1);
+    }
+  });
+}
+
 // fused_lstm_forward with the team split by batch rows (split_rows): each thread runs
 // its own sequences (sequence_share) through every step with all of the weights, so after
 // packing no thread waits for another. Its rows of the state are its own: one buffer, h0 at the
@@ -487,31 +508,22 @@ void fused_lstm_forward_by_rows(const LstmForwardLoop<T, A>& L, int64_t max_team
   const bool proj = L.has_proj();
   const at::Tensor h_scratch = (proj && !kTraining) ? at::empty({B, H}, L.w_hh_kn.options()) : at::Tensor();
   T* const h_scratch_ptr = h_scratch.defined() ? h_scratch.mutable_data_ptr<T>() : nullptr;
-  TeamProgress progress(max_team);
+  const auto all_units = w_hh.share(0, 1), all_columns = proj ? w_hr.share(0, 1) : all_units;
 
-  run_team(max_team, [&](int64_t id, int64_t team) {
-    w_hh.prepare(id, team);
-    if (proj) w_hr.prepare(id, team);
-    progress.publish(id);
-    progress.wait_for_team(id, team);  // every panel packed
-    const auto [first, last] = sequence_share(s, id, team);
-    const auto all_units = w_hh.share(0, 1), all_columns = proj ? w_hr.share(0, 1) : all_units;
-    for (int64_t k = 0; k < s.steps(); ++k) {
-      const int64_t t = s.time_at(k), off = s.offsets[t];
-      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
-      if (r0 == r1) continue;
-      w_hh.gemm(id, L.h_state + r0 * P, P, L.ws + (off + r0) * ws_cols, ws_cols, r1 - r0, all_units.first,
-                all_units.second, 0, P, /*accumulate=*/true);
-      const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, L.h_state, h_scratch_ptr, L.ws);
-      IsaT::template lstm_forward<kTraining>(p, r0, r1, 0, H);
-      if (proj) {
-        T* r_rows = L.output + (off + r0) * P;
-        w_hr.gemm(id, p.h_out + r0 * p.h_out_ld, p.h_out_ld, r_rows, P, r1 - r0, all_columns.first,
-                  all_columns.second, 0, H, /*accumulate=*/false);
-        std::copy_n(r_rows, (r1 - r0) * P, L.h_state + r0 * P);
-      }
+  const auto step = [&](int64_t id, int64_t t, int64_t r0, int64_t r1) {
+    const int64_t off = s.offsets[t];
+    w_hh.gemm(id, L.h_state + r0 * P, P, L.ws + (off + r0) * ws_cols, ws_cols, r1 - r0, all_units.first,
+              all_units.second, 0, P, /*accumulate=*/true);
+    const LstmForwardStep<T, A> p = lstm_forward_step<kTraining>(L, t, L.h_state, h_scratch_ptr, L.ws);
+    IsaT::template lstm_forward<kTraining>(p, r0, r1, 0, H);
+    if (proj) {
+      T* r_rows = L.output + (off + r0) * P;
+      w_hr.gemm(id, p.h_out + r0 * p.h_out_ld, p.h_out_ld, r_rows, P, r1 - r0, all_columns.first, all_columns.second,
+                0, H, /*accumulate=*/false);
+      std::copy_n(r_rows, (r1 - r0) * P, L.h_state + r0 * P);
     }
-  });
+  };
+  run_team_by_rows(s, max_team, /*backward=*/false, step, w_hh, w_hr);
   gather_final_states(s, L.output, P, L.h_state);
 }
 
@@ -590,35 +602,26 @@ void fused_lstm_backward_by_rows(const LstmBackwardLoop<T, A>& L, int64_t max_te
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size, P = L.state_size;
   const bool proj = L.has_proj();
-  TeamProgress progress(max_team);
+  const auto all_columns = w_hh.share(0, 1), all_units = proj ? w_hr.share(0, 1) : all_columns;
 
-  run_team(max_team, [&](int64_t id, int64_t team) {
-    w_hh.prepare(id, team);
-    if (proj) w_hr.prepare(id, team);
-    progress.publish(id);
-    progress.wait_for_team(id, team);  // every panel packed
-    const auto [first, last] = sequence_share(s, id, team);
-    const auto all_columns = w_hh.share(0, 1), all_units = proj ? w_hr.share(0, 1) : all_columns;
-    for (int64_t k = s.steps() - 1; k >= 0; --k) {
-      const int64_t t = s.time_at(k), off = s.offsets[t];
-      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
-      if (r0 == r1) continue;
-      if (proj) {
-        // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ W_hr.
-        T* grad_r = L.grad_r + off * P;
-        for (int64_t i = r0 * P; i < r1 * P; ++i) {
-          const A carried = static_cast<A>(L.grad_h_state[i]);
-          grad_r[i] = static_cast<T>(L.grad_output ? carried + static_cast<A>(L.grad_output[off * P + i]) : carried);
-        }
-        w_hr.gemm(id, grad_r + r0 * P, P, grad_h + r0 * H, H, r1 - r0, all_units.first, all_units.second, 0, P,
-                  /*accumulate=*/false);
+  const auto step = [&](int64_t id, int64_t t, int64_t r0, int64_t r1) {
+    const int64_t off = s.offsets[t];
+    if (proj) {
+      // dL/dr_t = grad_output_t + carried; dL/dh_t = dL/dr_t @ W_hr.
+      T* grad_r = L.grad_r + off * P;
+      for (int64_t i = r0 * P; i < r1 * P; ++i) {
+        const A carried = static_cast<A>(L.grad_h_state[i]);
+        grad_r[i] = static_cast<T>(L.grad_output ? carried + static_cast<A>(L.grad_output[off * P + i]) : carried);
       }
-      const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
-      IsaT::lstm_backward(p, r0, r1, 0, H);
-      w_hh.gemm(id, p.grad_gates + r0 * 4 * H, 4 * H, L.grad_h_state + r0 * P, P, r1 - r0, all_columns.first,
-                all_columns.second, 0, 4 * H, /*accumulate=*/false);
+      w_hr.gemm(id, grad_r + r0 * P, P, grad_h + r0 * H, H, r1 - r0, all_units.first, all_units.second, 0, P,
+                /*accumulate=*/false);
     }
-  });
+    const LstmBackwardStep<T, A> p = lstm_backward_step(L, t, grad_h);
+    IsaT::lstm_backward(p, r0, r1, 0, H);
+    w_hh.gemm(id, p.grad_gates + r0 * 4 * H, 4 * H, L.grad_h_state + r0 * P, P, r1 - r0, all_columns.first,
+              all_columns.second, 0, 4 * H, /*accumulate=*/false);
+  };
+  run_team_by_rows(s, max_team, /*backward=*/true, step, w_hh, w_hr);
 }
 
 // Thread shares as in fused_lstm_forward. Per step: (with projection) dL/dr_t's columns q, then
@@ -706,25 +709,15 @@ template <typename IsaT, Activation act, typename T, typename A, typename Weight
 void fused_rnn_forward_by_rows(const RnnForwardLoop<T>& L, int64_t max_team, const Weight& w_hh) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size;
-  TeamProgress progress(max_team);
-
-  run_team(max_team, [&](int64_t id, int64_t team) {
-    w_hh.prepare(id, team);
-    progress.publish(id);
-    progress.wait_for_team(id, team);  // every panel packed
-    const auto [first, last] = sequence_share(s, id, team);
-    const auto all_units = w_hh.share(0, 1);
-    for (int64_t k = 0; k < s.steps(); ++k) {
-      const int64_t t = s.time_at(k), off = s.offsets[t];
-      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
-      if (r0 == r1) continue;
-      w_hh.gemm(id, L.h_state + r0 * H, H, L.pre + (off + r0) * H, H, r1 - r0, all_units.first, all_units.second, 0,
-                H, /*accumulate=*/true);
-      RnnForwardStep<T> p = rnn_forward_step(L, t);
-      p.h_state = L.h_state;
-      IsaT::template rnn_forward<act, T, A>(p, r0, r1, 0, H);
-    }
-  });
+  const auto all_units = w_hh.share(0, 1);
+  const auto step = [&](int64_t id, int64_t t, int64_t r0, int64_t r1) {
+    w_hh.gemm(id, L.h_state + r0 * H, H, L.pre + (s.offsets[t] + r0) * H, H, r1 - r0, all_units.first,
+              all_units.second, 0, H, /*accumulate=*/true);
+    RnnForwardStep<T> p = rnn_forward_step(L, t);
+    p.h_state = L.h_state;
+    IsaT::template rnn_forward<act, T, A>(p, r0, r1, 0, H);
+  };
+  run_team_by_rows(s, max_team, /*backward=*/false, step, w_hh);
   gather_final_states(s, L.output, H, L.h_state);
 }
 
@@ -733,24 +726,14 @@ template <typename IsaT, Activation act, typename T, typename A>
 void fused_rnn_backward_by_rows(const RnnBackwardLoop<T>& L, int64_t max_team, const PanelWeight<T>& w_hh) {
   const StepSchedule& s = *L.sched;
   const int64_t H = L.hidden_size;
-  TeamProgress progress(max_team);
-
-  run_team(max_team, [&](int64_t id, int64_t team) {
-    w_hh.prepare(id, team);
-    progress.publish(id);
-    progress.wait_for_team(id, team);  // every panel packed
-    const auto [first, last] = sequence_share(s, id, team);
-    const auto all_units = w_hh.share(0, 1);
-    for (int64_t k = s.steps() - 1; k >= 0; --k) {
-      const int64_t t = s.time_at(k);
-      const int64_t r0 = std::min(first, s.batch_sizes[t]), r1 = std::min(last, s.batch_sizes[t]);
-      if (r0 == r1) continue;
-      const RnnBackwardStep<T> p = rnn_backward_step(L, t);
-      IsaT::template rnn_backward<act, T, A>(p, r0, r1, 0, H);
-      w_hh.gemm(id, p.grad_pre + r0 * H, H, L.grad_h_state + r0 * H, H, r1 - r0, all_units.first, all_units.second,
-                0, H, /*accumulate=*/false);
-    }
-  });
+  const auto all_units = w_hh.share(0, 1);
+  const auto step = [&](int64_t id, int64_t t, int64_t r0, int64_t r1) {
+    const RnnBackwardStep<T> p = rnn_backward_step(L, t);
+    IsaT::template rnn_backward<act, T, A>(p, r0, r1, 0, H);
+    w_hh.gemm(id, p.grad_pre + r0 * H, H, L.grad_h_state + r0 * H, H, r1 - r0, all_units.first, all_units.second, 0,
+              H, /*accumulate=*/false);
+  };
+  run_team_by_rows(s, max_team, /*backward=*/true, step, w_hh);
 }
 
 // As fused_lstm_backward without projection.
