@@ -359,9 +359,10 @@ int64_t l2_cache_bytes() {
 // but each reads all of the weights at every step: they must fit in half of a core's L2, and
 // the more of it they take, the more rows each thread needs to keep its GEMM busy: 2, up to 4
 // at half the L2. Measured on a 2-core Xeon (2 MB L2), LSTM T=100 forward, units -> rows:
-// float32 H=256 (1 MiB of weights) B=16 6.1 -> 5.4 ms, B=8 3.4 -> 3.0, B=6 equal, B=4 1.98 ->
-// 2.09; H=181 B=4 1.74 -> 1.55; H=128 B=4 0.77 -> 0.65, B=2 0.47 -> 0.45; float64 H=256 (2 MiB)
-// B=16 11.9 -> 14.2; B=64 H=512 (4 MiB) 81 -> 82-90.
+// float32 H=256 (1 MiB of weights) B=64 26.8 -> 23.1 ms, B=32 13.9 -> 12.3, B=16 6.1 -> 5.4, B=8
+// 3.4 -> 3.0, B=6 equal, B=4 1.98 -> 2.09; H=181 B=4 1.74 -> 1.55; H=128 B=128 18.6 -> 13.4,
+// B=4 0.77 -> 0.65, B=2 0.47 -> 0.45; H=64 B=16 0.87 -> 0.70; float64 H=256 (2 MiB) B=16 11.9
+// -> 14.2; B=64 H=512 (4 MiB) 81 -> 82-90.
 bool split_rows(const StepSchedule& s, int64_t team, int64_t weight_bytes) {
   const int64_t l2 = l2_cache_bytes();
   if (team < 2 || 2 * weight_bytes > l2) return false;
