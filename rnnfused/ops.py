@@ -24,12 +24,12 @@ def needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _call(op, tensors, *args):
-    """op(*args), where ``tensors`` are its tensor arguments. When none needs a gradient, the call
-    skips the autograd kernel that register_autograd installs (below): all that Python kernel
-    does then is redispatch below autograd, at ~8 us a call (an LSTMCell step at B=1 H=16: 19 ->
-    11 us). torch.compile traces the plain call."""
-    if needs_grad(tensors) or torch.compiler.is_compiling():
+def _call(op, *args):
+    """op(*args). When none of its tensor arguments needs a gradient, the call skips the autograd
+    kernel that register_autograd installs (below): all that Python kernel does then is
+    redispatch below autograd, at ~8 us a call (an LSTMCell step at B=1 H=16: 19 -> 11 us).
+    torch.compile traces the plain call."""
+    if needs_grad(a for a in args if isinstance(a, Tensor)) or torch.compiler.is_compiling():
         return op(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return op(*args)
@@ -54,8 +54,8 @@ def lstm_layer(
     h0: (B, P), c0: (B, H). Returns output (T, B, P) or (N, P), h_n (B, P), c_n (B, H), where
     P = w_hr.size(0) with a projection, else H. ``training=False`` keeps nothing for backward.
     """
-    output, h_n, c_n, _ = _call(_ops.lstm_layer_forward, (input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0),
-                                input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes, reverse, training)
+    output, h_n, c_n, _ = _call(_ops.lstm_layer_forward, input, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0, batch_sizes,
+                                reverse, training)
     return output, h_n, c_n
 
 
@@ -71,21 +71,18 @@ def rnn_layer(
     nonlinearity: str = "tanh",
 ) -> tuple[Tensor, Tensor]:
     """One vanilla RNN layer (tanh or relu) in one direction; layouts as :func:`lstm_layer`."""
-    return _call(_ops.rnn_layer_forward, (input, w_ih, w_hh, b_ih, b_hh, h0),
-                 input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity)
+    return _call(_ops.rnn_layer_forward, input, w_ih, w_hh, b_ih, b_hh, h0, batch_sizes, reverse, nonlinearity)
 
 
 def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, training: bool = True):
     """One LSTMCell step: input (B, I), hx (B, H), cx (B, H) -> (hy, cy)."""
-    hy, cy, _ = _call(_ops.lstm_cell_forward, (input, hx, cx, w_ih, w_hh, b_ih, b_hh),
-                      input, hx, cx, w_ih, w_hh, b_ih, b_hh, training)
+    hy, cy, _ = _call(_ops.lstm_cell_forward, input, hx, cx, w_ih, w_hh, b_ih, b_hh, training)
     return hy, cy
 
 
 def rnn_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity: str = "tanh"):
     """One RNNCell step: input (B, I), hx (B, H) -> hy (B, H)."""
-    return _call(_ops.rnn_cell_forward, (input, hx, w_ih, w_hh, b_ih, b_hh),
-                 input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    return _call(_ops.rnn_cell_forward, input, hx, w_ih, w_hh, b_ih, b_hh, nonlinearity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +283,8 @@ def gated_candidate_lstm_layer(
     The time loop runs in C++ (CPU) or as one kernel per step (CUDA); ``training=False`` keeps
     nothing for backward.
     """
-    output, h_n, c_n, _ = _call(_ops.gated_candidate_lstm_layer_forward, (x_proj, w_hh, h0, c0),
-                                x_proj, w_hh, h0, c0, batch_sizes, reverse, training)
+    output, h_n, c_n, _ = _call(_ops.gated_candidate_lstm_layer_forward, x_proj, w_hh, h0, c0, batch_sizes, reverse,
+                                training)
     return output, h_n, c_n
 
 
@@ -378,15 +375,14 @@ def additive_attention(query_proj: Tensor, key_proj: Tensor, v: Tensor, values: 
     query_proj (B, Tq, A) with the bias folded in, key_proj (B, Tk, A), v (A,), values (B, Tk, Dv),
     mask (B, Tk) bool or None. The (B, Tq, Tk, A) tanh tensor is never materialised.
     """
-    return _call(_ops.additive_attention_forward, (query_proj, key_proj, v, values),
-                 query_proj, key_proj, v, values, mask)
+    return _call(_ops.additive_attention_forward, query_proj, key_proj, v, values, mask)
 
 
 def dot_attention(query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None,
                   scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Dot-product (Luong) attention: ``score[b, q, k] = scale * query[b, q] . keys[b, k]``;
     returns (context, weights). query (B, Tq, D), keys (B, Tk, D), values (B, Tk, Dv)."""
-    return _call(_ops.dot_attention_forward, (query, keys, values), query, keys, values, mask, scale)
+    return _call(_ops.dot_attention_forward, query, keys, values, mask, scale)
 
 
 def _attention_outputs(query: Tensor, keys: Tensor, values: Tensor):
