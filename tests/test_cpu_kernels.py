@@ -116,3 +116,42 @@ def test_kernel_matches_torch(capability):
     result = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+# The GEMMs run once per call over many rows (input projection, input and weight gradients), on
+# the panel kernels or through ATen's BLAS (RNNFUSED_CPU_GEMM; by default the CPU decides):
+# 300 rows (weight gradients reduce over more than one 256-row block), input sizes 300 and 37
+# (tail panels), the team splitting B's panels (4H = 256) or A's rows, proj_size, a vanilla RNN.
+GEMM_CHECK = textwrap.dedent("""
+    import torch, rnnfused
+    from torch import nn
+    torch.manual_seed(0)
+    cases = [(nn.LSTM, rnnfused.LSTM, dict(input_size=300, hidden_size=64, bidirectional=True)),
+             (nn.LSTM, rnnfused.LSTM, dict(input_size=37, hidden_size=20, proj_size=7)),
+             (nn.RNN, rnnfused.RNN, dict(input_size=37, hidden_size=70, nonlinearity="relu"))]
+    for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
+        for torch_cls, fused_cls, kw in cases:
+            ref = torch_cls(**kw).to(dtype)
+            fused = fused_cls(**kw).to(dtype)
+            fused.load_state_dict(ref.state_dict())
+            x = torch.randn(100, 3, kw["input_size"], dtype=dtype)
+            results = []
+            for module in (ref, fused):
+                xi = x.clone().requires_grad_()
+                with torch.backends.mkldnn.flags(enabled=False):
+                    out, hidden = module(xi)
+                hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+                (out.sum() + sum(h.square().sum() for h in hidden)).backward()
+                results.append([out, *hidden, xi.grad, *(p.grad for p in module.parameters())])
+            for a, b in zip(*results):
+                torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("gemm", ["panels", "blas"])
+def test_one_off_gemms_match_torch(gemm):
+    env = {**os.environ, "RNNFUSED_CPU_GEMM": gemm}
+    result = subprocess.run([sys.executable, "-c", GEMM_CHECK], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

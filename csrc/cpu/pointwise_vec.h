@@ -43,6 +43,11 @@ constexpr int64_t kFewRowsDotMax = 4;
   template <typename T>                                                                        \
   void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc,       \
                   int64_t rows, int64_t valid_cols, bool accumulate);                          \
+  /* As panel_gemm, on operands as they lie: A's element (r, k) at a[r * lda + k * a_k], B's   \
+     row k at b + k * ldb with panel_width readable elements (strided_gemm). */                \
+  template <typename T>                                                                        \
+  void strided_gemm(const T* a, int64_t lda, int64_t a_k, const T* b, int64_t ldb, int64_t K,  \
+                    T* c, int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate);     \
   /* Panels [panel_begin, panel_end) of every group (panels.h) of W^T for W (N, K) row-major:  \
      PackedWeight's fast path. */                                                              \
   template <typename T>                                                                        \

@@ -218,11 +218,15 @@ C10_ALWAYS_INLINE void keep_in_register(Vec<T>& v) {
 }
 
 // valid_cols: C's columns in this panel (the last panel of a group is zero-padded); the
-// vectors past them are computed but neither read from nor written to C.
-template <typename T, int64_t R>
-void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t valid_cols,
-                bool accumulate) {
+// vectors past them are computed but neither read from nor written to C. kStrided: A's element
+// (r, k) lies at a[r * lda + k * a_k] and the panel's row k at panel + k * ldb (strided_gemm);
+// otherwise a_k is 1 and ldb the panel width (a packed panel), both known to the compiler.
+template <typename T, int64_t R, bool kStrided>
+void panel_tile(const T* a, int64_t lda, int64_t a_k_stride, const T* panel, int64_t ldb_stride, int64_t K, T* c,
+                int64_t ldc, int64_t valid_cols, bool accumulate) {
   constexpr int64_t W = Vec<T>::size();
+  const int64_t a_k = kStrided ? a_k_stride : 1;
+  const int64_t ldb = kStrided ? ldb_stride : kPanelVecs * W;
   int64_t cols[kPanelVecs];  // C's columns in each vector of the tile: W, then fewer at the edge
   for (int64_t v = 0; v < kPanelVecs; ++v) cols[v] = std::clamp<int64_t>(valid_cols - v * W, 0, W);
   Vec<T> acc[R][kPanelVecs];
@@ -240,12 +244,12 @@ void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_
     }
     for (; k + 1 < K; k += 2) {
       for (int64_t v = 0; v < kPanelVecs; ++v) {
-        Vec<T> b0 = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
-        Vec<T> b1 = Vec<T>::loadu(panel + (k + 1) * kPanelVecs * W + v * W);
+        Vec<T> b0 = Vec<T>::loadu(panel + k * ldb + v * W);
+        Vec<T> b1 = Vec<T>::loadu(panel + (k + 1) * ldb + v * W);
         keep_in_register<T, R>(b0), keep_in_register<T, R>(b1);
         for (int64_t r = 0; r < R; ++r) {
-          acc[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + k]), b0, acc[r][v]);
-          odd[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + k + 1]), b1, odd[r][v]);
+          acc[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + k * a_k]), b0, acc[r][v]);
+          odd[r][v] = at::vec::fmadd(Vec<T>(a[r * lda + (k + 1) * a_k]), b1, odd[r][v]);
         }
       }
     }
@@ -256,11 +260,11 @@ void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_
   for (; k < K; ++k) {
     Vec<T> b[kPanelVecs];
     for (int64_t v = 0; v < kPanelVecs; ++v) {
-      b[v] = Vec<T>::loadu(panel + k * kPanelVecs * W + v * W);
+      b[v] = Vec<T>::loadu(panel + k * ldb + v * W);
       keep_in_register<T, R>(b[v]);
     }
     for (int64_t r = 0; r < R; ++r) {
-      const Vec<T> a_rk(a[r * lda + k]);
+      const Vec<T> a_rk(a[r * lda + k * a_k]);
       for (int64_t v = 0; v < kPanelVecs; ++v) acc[r][v] = at::vec::fmadd(a_rk, b[v], acc[r][v]);
     }
   }
@@ -274,31 +278,43 @@ void panel_tile(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_
 constexpr int64_t kBlockK = 256;
 
 // Rows in tiles of kTileRows, the remainder by a tile of its own height; K in blocks of kBlockK,
-// each after the first accumulating into C.
-template <typename T>
-void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
-                int64_t valid_cols, bool accumulate) {
-  const int64_t width = panel_width<T>();
+// each after the first accumulating into C. Strides as for panel_tile.
+template <typename T, bool kStrided>
+void panel_rows(const T* a, int64_t lda, int64_t a_k, const T* panel, int64_t ldb, int64_t K, T* c, int64_t ldc,
+                int64_t rows, int64_t valid_cols, bool accumulate) {
   for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
     const int64_t kc = std::min(kBlockK, K - k0);
-    const T* a_k = a + k0;
-    const T* panel_k = panel + k0 * width;
+    const T* a_k0 = a + k0 * (kStrided ? a_k : 1);
+    const T* panel_k0 = panel + k0 * (kStrided ? ldb : panel_width<T>());
     const bool acc = accumulate || k0 > 0;
     int64_t r = 0;
     for (; r + kTileRows <= rows; r += kTileRows) {
-      panel_tile<T, kTileRows>(a_k + r * lda, lda, panel_k, kc, c + r * ldc, ldc, valid_cols, acc);
+      panel_tile<T, kTileRows, kStrided>(a_k0 + r * lda, lda, a_k, panel_k0, ldb, kc, c + r * ldc, ldc, valid_cols,
+                                         acc);
     }
-    const T* a_rest = a_k + r * lda;
+    const T* a_rest = a_k0 + r * lda;
     T* c_rest = c + r * ldc;
     switch (rows - r) {
       case 0: break;
-      case 1: panel_tile<T, 1>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
-      case 2: panel_tile<T, 2>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
-      case 3: panel_tile<T, 3>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
-      case 4: panel_tile<T, 4>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
-      default: panel_tile<T, 5>(a_rest, lda, panel_k, kc, c_rest, ldc, valid_cols, acc); break;
+      case 1: panel_tile<T, 1, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
+      case 2: panel_tile<T, 2, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
+      case 3: panel_tile<T, 3, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
+      case 4: panel_tile<T, 4, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
+      default: panel_tile<T, 5, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
     }
   }
+}
+
+template <typename T>
+void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc, int64_t rows,
+                int64_t valid_cols, bool accumulate) {
+  panel_rows<T, false>(a, lda, 1, panel, panel_width<T>(), K, c, ldc, rows, valid_cols, accumulate);
+}
+
+template <typename T>
+void strided_gemm(const T* a, int64_t lda, int64_t a_k, const T* b, int64_t ldb, int64_t K, T* c, int64_t ldc,
+                  int64_t rows, int64_t valid_cols, bool accumulate) {
+  panel_rows<T, true>(a, lda, a_k, b, ldb, K, c, ldc, rows, valid_cols, accumulate);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,6 +566,10 @@ template int64_t panel_width<float>();
 template int64_t panel_width<double>();
 template void panel_gemm<float>(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, bool);
 template void panel_gemm<double>(const double*, int64_t, const double*, int64_t, double*, int64_t, int64_t, int64_t, bool);
+template void strided_gemm<float>(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
+                                  int64_t, int64_t, bool);
+template void strided_gemm<double>(const double*, int64_t, int64_t, const double*, int64_t, int64_t, double*,
+                                   int64_t, int64_t, int64_t, bool);
 template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                                      float*);
 template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -21,10 +21,17 @@
 // through unpacked_gemm or ATen's BLAS, and the vectorized pointwise rows (16-bit types computed
 // in float) or gate_math.h's element bodies over every (row, unit).
 // float16, and bfloat16 without AVX512-BF16, run all of this in float32 (float_compute.h).
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/library.h>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <type_traits>
@@ -75,6 +82,11 @@ struct Isa {
       return amx ? &amx_bf16::panel_gemm : &avx512_bf16::panel_gemm;
     }
     else { RNNF_ISA_FORWARD(template panel_gemm<T>) }
+  }
+  template <typename T>
+  static void strided_gemm(const T* a, int64_t lda, int64_t a_k, const T* b, int64_t ldb, int64_t K, T* c,
+                           int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate) {
+    RNNF_ISA_FORWARD(template strided_gemm<T>(a, lda, a_k, b, ldb, K, c, ldc, rows, valid_cols, accumulate))
   }
   template <typename T>
   static int64_t few_rows_width(int64_t M) {
@@ -255,6 +267,93 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
   return with_row_major_kernels<T>(M, [&](auto isa) {
     unpacked_gemm<decltype(isa), T>(B.const_data_ptr<T>(), B.size(0), B.size(1), B.size(0), a, lda, M, c, ldc,
                                     accumulate);
+  });
+}
+
+// Whether the one-off float / double GEMMs over many rows run on the panel kernels
+// (panel_kernel_gemm) instead of ATen's BLAS: where the BLAS multiplies at less than the CPU's
+// vector width. MKL keeps to its AVX2 code on CPUs not made by Intel; measured on a 2-core AMD
+// EPYC with AVX-512 (Zen 5), 1600 x 256 x 1024: MKL's sgemm 229 GFLOP/s, the panel kernels 505
+// (oneDNN's matmul 461); dgemm 124. On a Xeon with AVX-512, where MKL runs its AVX-512 code, it
+// beat an earlier panel driver (LSTM B=64 H=512 fwd+bwd 243 against 308 ms). RNNFUSED_CPU_GEMM=
+// panels|blas overrides the choice (the tests run both).
+bool one_off_gemm_on_panels() {
+  static const bool panels = [] {
+    const char* env = std::getenv("RNNFUSED_CPU_GEMM");
+    if (env != nullptr && std::strcmp(env, "panels") == 0) return cpu_kernel() != CpuKernel::Scalar;
+    if (env != nullptr && std::strcmp(env, "blas") == 0) return false;
+#if AT_MKL_ENABLED() && (defined(__x86_64__) || defined(_M_X64))
+    unsigned int max_leaf = 0, ebx = 0, ecx = 0, edx = 0;
+    __get_cpuid(0, &max_leaf, &ebx, &ecx, &edx);
+    const bool intel = ebx == 0x756e6547 && edx == 0x49656e69 && ecx == 0x6c65746e;  // "GenuineIntel"
+    return cpu_kernel() == CpuKernel::Avx512 && !intel;
+#else
+    return false;
+#endif
+  }();
+  return panels;
+}
+
+// Cache blocks of panel_kernel_gemm: K in blocks of kGemmBlockK, rows in blocks of
+// kGemmRowBlock (an A block of 96 x 256 floats, 96 KB, stays in L2 while each of the thread's
+// panels passes over it). A thread is worth its fork from kMacsPerGemmThread multiply-adds.
+constexpr int64_t kGemmBlockK = 256;
+constexpr int64_t kGemmRowBlock = 96;
+constexpr int64_t kMacsPerGemmThread = int64_t(1) << 20;
+
+// C (M, N) = A (M, K) @ B (K, N) on the strided panel kernel, for the one-off GEMMs over many
+// rows: A at any strides (a weight gradient reads grad_pre^T as it lies); B with unit column
+// stride read as it lies (a tail panel narrower than panel_width copied into a zero-padded
+// buffer), or packed first when it is a transposed row-major weight (the input projection).
+// The team splits B's panels where every thread gets two, else A's rows; each thread runs K in
+// blocks of kGemmBlockK, its rows in blocks of kGemmRowBlock, and its panels over each row block.
+template <typename IsaT, typename T>
+void panel_kernel_gemm(const Tensor& C, const Tensor& A, const Tensor& B_in) {
+  const int64_t M = C.size(0), N = C.size(1), K = A.size(1);
+  const int64_t width = IsaT::template panel_width<T>(), panels = (N + width - 1) / width;
+  const int64_t team = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(1, M * N * K / kMacsPerGemmThread));
+  const bool split_panels = panels >= 2 * team;
+  const Tensor B = B_in.stride(1) == 1 || B_in.t().is_contiguous() ? B_in : B_in.contiguous();
+  // B's panels: packed (K, width) blocks, or B itself with a packed copy of a narrow tail panel.
+  PackedWeight<T> packed;
+  Tensor tail;
+  const bool as_it_lies = B.stride(1) == 1;
+  if (as_it_lies) {
+    if (N % width != 0) {
+      tail = at::constant_pad_nd(B.narrow(1, (panels - 1) * width, N % width), {0, width - N % width}).contiguous();
+    }
+  } else {
+    packed = IsaT::template pack<T>(B, 1);
+    if (!split_panels) at::parallel_for(0, team, 1, [&](int64_t b, int64_t e) {
+      for (int64_t id = b; id < e; ++id) packed.pack_share(id, team);
+    });
+  }
+  const auto panel = [&](int64_t p) -> std::pair<const T*, int64_t> {
+    if (!as_it_lies) return {packed.panel(0, p), width};
+    if (tail.defined() && p == panels - 1) return {tail.const_data_ptr<T>(), width};
+    return {B.const_data_ptr<T>() + p * width, B.stride(0)};
+  };
+  const T* a = A.const_data_ptr<T>();
+  T* c = C.mutable_data_ptr<T>();
+  const int64_t lda = A.stride(0), a_k = A.stride(1), ldc = C.stride(0);
+  at::parallel_for(0, team, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t id = begin; id < end; ++id) {
+      auto [p0, p1] = split_panels ? share_of(panels, id, team) : std::pair<int64_t, int64_t>{0, panels};
+      auto [r0, r1] = split_panels ? std::pair<int64_t, int64_t>{0, M} : share_of(M, id, team);
+      if (split_panels && !as_it_lies) packed.pack_share(id, team);
+      for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kGemmBlockK) {
+        const int64_t kc = std::min(kGemmBlockK, K - k0);
+        for (int64_t rb = r0; rb < r1; rb += kGemmRowBlock) {
+          const int64_t rows = std::min(kGemmRowBlock, r1 - rb);
+          for (int64_t p = p0; p < p1; ++p) {
+            const auto [b, ldb] = panel(p);
+            IsaT::template strided_gemm<T>(a + rb * lda + k0 * a_k, lda, a_k, b + k0 * ldb, ldb, kc,
+                                           c + rb * ldc + p * width, ldc, rows, std::min(width, N - p * width),
+                                           /*accumulate=*/k0 > 0);
+          }
+        }
+      }
+    }
   });
 }
 
@@ -788,17 +887,23 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   }
 
   // C (M, N) = A (M, K) @ B (K, N), a GEMM run once per op call (input projections, input and
-  // weight gradients): few rows through the few-rows kernels on B as it lies, the rest through
-  // ATen's BLAS. Over many rows MKL's sgemm / dgemm and oneDNN's bfloat16 GEMM (AMX) beat packing
-  // B for the panel kernels (measured on a Xeon with AVX-512 and AMX: LSTM B=64 H=512 fwd+bwd
-  // 308 -> 243 ms, float64 B=16 H=256 fwd+bwd 42 -> 34 ms, bfloat16 B=16 H=256 fwd+bwd 6.6 ->
-  // 6.4 ms).
+  // weight gradients): few rows through the few-rows kernels on B as it lies; float / double over
+  // many rows on the panel kernels where one_off_gemm_on_panels says so; the rest through ATen's
+  // BLAS (bfloat16: oneDNN's GEMM, AMX where the CPU has it, beat packing B for the panel
+  // kernels on a Xeon, B=16 H=256 fwd+bwd 6.6 -> 6.4 ms).
   static void gemm(const Tensor& C, const Tensor& A, const Tensor& B) {
     bool done = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, C.scalar_type(), "rnnfused_cpu_gemm", [&] {
       done = A.stride(1) == 1 && try_unpacked_gemm<scalar_t>(B, A.const_data_ptr<scalar_t>(), A.stride(0), C.size(0),
                                                              C.mutable_data_ptr<scalar_t>(), C.stride(0),
                                                              /*accumulate=*/false);
+      if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+        if (!done && one_off_gemm_on_panels()) {
+          done = with_panel_kernels<scalar_t>(C.size(0), [&](auto isa) {
+            panel_kernel_gemm<decltype(isa), scalar_t>(C, A, B);
+          });
+        }
+      }
     });
     if (!done) AtenGemm::gemm(C, A, B);
   }
