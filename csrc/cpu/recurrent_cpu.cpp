@@ -270,6 +270,20 @@ bool try_unpacked_gemm(const Tensor& B, const T* a, int64_t lda, int64_t M, T* c
   });
 }
 
+// The CPU's vendor string from cpuid ("GenuineIntel", "AuthenticAMD", ...; empty off x86).
+const std::string& cpu_vendor() {
+  static const std::string vendor = [] {
+#if defined(__x86_64__) || defined(_M_X64)
+    unsigned int max_leaf = 0, words[3] = {0, 0, 0};  // ebx, edx, ecx: the name's order
+    if (__get_cpuid(0, &max_leaf, &words[0], &words[2], &words[1])) {
+      return std::string(reinterpret_cast<const char*>(words), sizeof(words));
+    }
+#endif
+    return std::string();
+  }();
+  return vendor;
+}
+
 // Whether the one-off float / double GEMMs over many rows run on the panel kernels
 // (panel_kernel_gemm) instead of ATen's BLAS: where the BLAS multiplies at less than the CPU's
 // vector width. MKL keeps to its AVX2 code on CPUs not made by Intel; measured on a 2-core AMD
@@ -282,14 +296,7 @@ bool one_off_gemm_on_panels() {
     const char* env = std::getenv("RNNFUSED_CPU_GEMM");
     if (env != nullptr && std::strcmp(env, "panels") == 0) return cpu_kernel() != CpuKernel::Scalar;
     if (env != nullptr && std::strcmp(env, "blas") == 0) return false;
-#if AT_MKL_ENABLED() && (defined(__x86_64__) || defined(_M_X64))
-    unsigned int max_leaf = 0, ebx = 0, ecx = 0, edx = 0;
-    __get_cpuid(0, &max_leaf, &ebx, &ecx, &edx);
-    const bool intel = ebx == 0x756e6547 && edx == 0x49656e69 && ecx == 0x6c65746e;  // "GenuineIntel"
-    return cpu_kernel() == CpuKernel::Avx512 && !intel;
-#else
-    return false;
-#endif
+    return AT_MKL_ENABLED() && cpu_kernel() == CpuKernel::Avx512 && cpu_vendor() != "GenuineIntel";
   }();
   return panels;
 }
@@ -455,18 +462,31 @@ int64_t l2_cache_bytes() {
 
 // Whether the team of a time loop (`team` threads, recurrent weights of weight_bytes) splits the
 // batch rows (fused_*_by_rows) instead of the hidden units. No thread then waits for another,
-// but each reads all of the weights at every step: they must fit in half of a core's L2, and
-// the more of it they take, the more rows each thread needs to keep its GEMM busy: 2, up to 4
-// at half the L2. Measured on a 2-core Xeon (2 MB L2), LSTM T=100 forward, units -> rows:
-// float32 H=256 (1 MiB of weights) B=64 26.8 -> 23.1 ms, B=32 13.9 -> 12.3, B=16 6.1 -> 5.4, B=8
-// 3.4 -> 3.0, B=6 equal, B=4 1.98 -> 2.09; H=181 B=4 1.74 -> 1.55; H=128 B=128 18.6 -> 13.4,
-// B=4 0.77 -> 0.65, B=2 0.47 -> 0.45; H=64 B=16 0.87 -> 0.70; float64 H=256 (2 MiB) B=16 11.9
-// -> 14.2; B=64 H=512 (4 MiB) 81 -> 82-90.
+// but each reads all of the weights at every step. Where they fit in half of a core's L2, the
+// more of it they take, the more rows each thread needs to keep its GEMM busy: 2, up to 4 at
+// half the L2. Measured on a 2-core Xeon (2 MB L2), LSTM T=100 forward, units -> rows: float32
+// H=256 (1 MiB of weights) B=64 26.8 -> 23.1 ms, B=32 13.9 -> 12.3, B=16 6.1 -> 5.4, B=8 3.4 ->
+// 3.0, B=6 equal, B=4 1.98 -> 2.09; H=181 B=4 1.74 -> 1.55; H=128 B=128 18.6 -> 13.4, B=4 0.77
+// -> 0.65, B=2 0.47 -> 0.45; H=64 B=16 0.87 -> 0.70.
+// Larger weights stream from L3 at every step. The Xeon's L3 did not keep up (float64 H=256,
+// 2 MiB, B=16 11.9 -> 14.2; B=64 H=512, 4 MiB, 81 -> 82-90). On an AMD EPYC with AVX-512 (Zen 5,
+// 1 MB L2) weights up to the whole L2 do, from kRowsPerThreadFromL3 rows a thread, and the row
+// split never waits on the other core, which the VM made slow in some minutes (two threads ran
+// 30% slower, one thread did not). float32 H=256 B=16, 1 MiB, medians of alternating runs in
+// the usual / the slow minutes: forward 3.67 / 4.87 -> 3.80 / 4.07 ms, fwd+bwd 11.9 / 15.7 ->
+// 11.9 / 13.7; B=8 (4 rows a thread) 4% slower, B=4 34% slower. Beyond the L2 the rows lost in
+// the usual minutes: float64 B=16 (2 MiB) 7.45 -> 7.86, B=64 H=512 (4 MiB) 55.7 -> 56.9.
+constexpr int64_t kRowsPerThreadFromL3 = 8;
+
 bool split_rows(const StepSchedule& s, int64_t team, int64_t weight_bytes) {
+  if (team < 2) return false;
   const int64_t l2 = l2_cache_bytes();
-  if (team < 2 || 2 * weight_bytes > l2) return false;
-  const int64_t min_rows = std::max<int64_t>(2, (8 * weight_bytes + l2 - 1) / l2);
-  return s.max_batch >= team * min_rows;
+  if (2 * weight_bytes <= l2) {
+    const int64_t min_rows = std::max<int64_t>(2, (8 * weight_bytes + l2 - 1) / l2);
+    return s.max_batch >= team * min_rows;
+  }
+  static const bool rows_from_l3 = cpu_vendor() == "AuthenticAMD" && cpu_kernel() == CpuKernel::Avx512;
+  return rows_from_l3 && weight_bytes <= l2 && s.max_batch >= team * kRowsPerThreadFromL3;
 }
 
 // Bytes of the weights a time loop multiplies by at every step: W_hh (gates * H, P), and W_hr
