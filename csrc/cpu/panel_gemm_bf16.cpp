@@ -24,6 +24,7 @@
 #endif
 
 #include "panel_gemm_bf16.h"
+#include "pointwise_vec.h"
 
 namespace rnnfused {
 namespace avx512_bf16 {
@@ -108,20 +109,18 @@ void panel_gemm(const c10::BFloat16* a, int64_t lda, const c10::BFloat16* panel,
                 int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate) {
   __mmask16 masks[kVecs];
   column_masks(valid_cols, masks);
-  int64_t r = 0;
-  for (; r + kTileRows <= rows; r += kTileRows) {
-    tile<kTileRows>(a + r * lda, lda, panel, K, c + r * ldc, ldc, masks, accumulate);
-  }
-  const c10::BFloat16* a_rest = a + r * lda;
-  c10::BFloat16* c_rest = c + r * ldc;
-  switch (rows - r) {
-    case 0: break;
-    case 1: tile<1>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
-    case 2: tile<2>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
-    case 3: tile<3>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
-    case 4: tile<4>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
-    default: tile<5>(a_rest, lda, panel, K, c_rest, ldc, masks, accumulate); break;
-  }
+  for_each_row_tile(rows, kTileRows, [&](int64_t r, int64_t height) {
+    const c10::BFloat16* a_r = a + r * lda;
+    c10::BFloat16* c_r = c + r * ldc;
+    switch (height) {
+      case 1: return tile<1>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+      case 2: return tile<2>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+      case 3: return tile<3>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+      case 4: return tile<4>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+      case 5: return tile<5>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+      default: return tile<kTileRows>(a_r, lda, panel, K, c_r, ldc, masks, accumulate);
+    }
+  });
 }
 #else
 bool supported() { return false; }

@@ -18,6 +18,21 @@ namespace rnnfused {
 // Rows of A up to which a few-rows GEMM runs as dot products (few_rows_dot).
 constexpr int64_t kFewRowsDotMax = 4;
 
+// The row tiles of a panel GEMM over `rows` rows, tiles of at most max_height rows: f(first_row,
+// height) for each of ceil(rows / max_height) tiles, their heights as even as can be (8 rows: 4 +
+// 4, not 6 + 2; a thin tile pays a whole pass over the panel for few multiply-adds, with too few
+// accumulators to hide their latency). Measured on a Zen 5 EPYC, B=16 H=256 forward, 8 rows a
+// thread: bfloat16 -3% (AVX512-BF16 dot products), float32 within +-1%.
+template <typename F>
+inline void for_each_row_tile(int64_t rows, int64_t max_height, F&& f) {
+  const int64_t tiles = (rows + max_height - 1) / max_height;
+  for (int64_t tile = 0, first = 0; tile < tiles; ++tile) {
+    const int64_t height = (rows - first + tiles - tile - 1) / (tiles - tile);
+    f(first, height);
+    first += height;
+  }
+}
+
 // S is the storage type (float, double, at::BFloat16, at::Half), A the arithmetic type (S, or
 // float for the 16-bit types).
 #define RNNF_DECLARE_VECTORIZED_KERNELS(ns)                                                   \

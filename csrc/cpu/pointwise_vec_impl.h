@@ -277,8 +277,8 @@ void panel_tile(const T* a, int64_t lda, int64_t a_k_stride, const T* panel, int
 // tile passes over it.
 constexpr int64_t kBlockK = 256;
 
-// Rows in tiles of kTileRows, the remainder by a tile of its own height; K in blocks of kBlockK,
-// each after the first accumulating into C. Strides as for panel_tile.
+// Rows in balanced tiles of up to kTileRows (for_each_row_tile); K in blocks of kBlockK, each
+// after the first accumulating into C. Strides as for panel_tile.
 template <typename T, bool kStrided>
 void panel_rows(const T* a, int64_t lda, int64_t a_k, const T* panel, int64_t ldb, int64_t K, T* c, int64_t ldc,
                 int64_t rows, int64_t valid_cols, bool accumulate) {
@@ -287,21 +287,18 @@ void panel_rows(const T* a, int64_t lda, int64_t a_k, const T* panel, int64_t ld
     const T* a_k0 = a + k0 * (kStrided ? a_k : 1);
     const T* panel_k0 = panel + k0 * (kStrided ? ldb : panel_width<T>());
     const bool acc = accumulate || k0 > 0;
-    int64_t r = 0;
-    for (; r + kTileRows <= rows; r += kTileRows) {
-      panel_tile<T, kTileRows, kStrided>(a_k0 + r * lda, lda, a_k, panel_k0, ldb, kc, c + r * ldc, ldc, valid_cols,
-                                         acc);
-    }
-    const T* a_rest = a_k0 + r * lda;
-    T* c_rest = c + r * ldc;
-    switch (rows - r) {
-      case 0: break;
-      case 1: panel_tile<T, 1, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
-      case 2: panel_tile<T, 2, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
-      case 3: panel_tile<T, 3, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
-      case 4: panel_tile<T, 4, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
-      default: panel_tile<T, 5, kStrided>(a_rest, lda, a_k, panel_k0, ldb, kc, c_rest, ldc, valid_cols, acc); break;
-    }
+    for_each_row_tile(rows, kTileRows, [&](int64_t r, int64_t height) {
+      const T* a_r = a_k0 + r * lda;
+      T* c_r = c + r * ldc;
+      switch (height) {
+        case 1: return panel_tile<T, 1, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+        case 2: return panel_tile<T, 2, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+        case 3: return panel_tile<T, 3, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+        case 4: return panel_tile<T, 4, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+        case 5: return panel_tile<T, 5, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+        default: return panel_tile<T, kTileRows, kStrided>(a_r, lda, a_k, panel_k0, ldb, kc, c_r, ldc, valid_cols, acc);
+      }
+    });
   }
 }
 
