@@ -6,10 +6,12 @@
 // (panels.h) once per op call, every per-step GEMM runs a panel micro-kernel
 // (pointwise_vec_impl.h; panel_gemm_bf16.cpp: AMX tiles where the CPU has them), and each time
 // loop runs on one thread team for the whole sequence (thread_team.h). The GEMMs run once per
-// call over all steps (input projection, input and weight gradients) go to ATen's BLAS. A team
-// shares a loop in one of two ways. Where every thread gets a few batch rows and the recurrent
-// weights fit in half of a core's L2 (split_rows), each thread runs its own sequences through
-// every step with all of the weights and never waits for another. Otherwise each thread owns a
+// call over all steps (input projection, input and weight gradients) go to ATen's BLAS, or to
+// the panel micro-kernel where the BLAS runs below the CPU's vector width (panel_kernel_gemm).
+// A team shares a loop in one of two ways. Where every thread gets a few batch rows and the
+// recurrent weights fit in half of a core's L2 (AMD with AVX-512: in the L2; split_rows), each
+// thread runs its own sequences through every step with all of the weights and never waits for
+// another. Otherwise each thread owns a
 // share of the hidden units: per step it computes the recurrent GEMM for all gates of its units
 // and then their pointwise pass while they are still in cache; a thread waits for the others
 // only before it reads the part of a step's state they wrote (TeamProgress).
@@ -331,9 +333,11 @@ void panel_kernel_gemm(const Tensor& C, const Tensor& A, const Tensor& B_in) {
     }
   } else {
     packed = IsaT::template pack<T>(B, 1);
-    if (!split_panels) at::parallel_for(0, team, 1, [&](int64_t b, int64_t e) {
-      for (int64_t id = b; id < e; ++id) packed.pack_share(id, team);
-    });
+    if (!split_panels) {  // every thread multiplies by every panel: all packed first
+      at::parallel_for(0, team, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t id = begin; id < end; ++id) packed.pack_share(id, team);
+      });
+    }
   }
   const auto panel = [&](int64_t p) -> std::pair<const T*, int64_t> {
     if (!as_it_lies) return {packed.panel(0, p), width};
@@ -347,7 +351,7 @@ void panel_kernel_gemm(const Tensor& C, const Tensor& A, const Tensor& B_in) {
     for (int64_t id = begin; id < end; ++id) {
       auto [p0, p1] = split_panels ? share_of(panels, id, team) : std::pair<int64_t, int64_t>{0, panels};
       auto [r0, r1] = split_panels ? std::pair<int64_t, int64_t>{0, M} : share_of(M, id, team);
-      if (split_panels && !as_it_lies) packed.pack_share(id, team);
+      if (split_panels && !as_it_lies) packed.pack_share(id, team);  // the panels it multiplies by
       for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kGemmBlockK) {
         const int64_t kc = std::min(kGemmBlockK, K - k0);
         for (int64_t rb = r0; rb < r1; rb += kGemmRowBlock) {
