@@ -16,29 +16,38 @@ import textwrap
 import pytest
 import torch
 
-CHECK = textwrap.dedent("""
+# The start of every subprocess check: imports, and match_torch(torch_cls, fused_cls, kw, x, tol),
+# which compares a torch.nn module (oneDNN off) with rnnfused's on x: outputs, final states and
+# every gradient.
+PRELUDE = textwrap.dedent("""
     import torch, rnnfused
     from torch import nn
     torch.manual_seed(0)
+
+    def match_torch(torch_cls, fused_cls, kw, x, tol):
+        ref = torch_cls(**kw).to(x.dtype)
+        fused = fused_cls(**kw).to(x.dtype)
+        fused.load_state_dict(ref.state_dict())
+        results = []
+        for module in (ref, fused):
+            xi = x.clone().requires_grad_()
+            with torch.backends.mkldnn.flags(enabled=False):
+                out, hidden = module(xi)
+            hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+            (out.sum() + sum(h.square().sum() for h in hidden)).backward()
+            results.append([out, *hidden, xi.grad, *(p.grad for p in module.parameters())])
+        for a, b in zip(*results):
+            torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+""")
+
+CHECK = PRELUDE + textwrap.dedent("""
     for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
         for H, T in [(5, 6), (37, 6), (37, 24)]:
             for fused_cls, torch_cls, kw in [(rnnfused.LSTM, nn.LSTM, dict(bidirectional=True)),
                                              (rnnfused.RNN, nn.RNN, dict(nonlinearity="tanh")),
                                              (rnnfused.RNN, nn.RNN, dict(nonlinearity="relu"))]:
-                ref = torch_cls(4, H, **kw).to(dtype)
-                fused = fused_cls(4, H, **kw).to(dtype)
-                fused.load_state_dict(ref.state_dict())
-                x = torch.randn(T, 3, 4, dtype=dtype)
-                results = []
-                for module in (ref, fused):
-                    xi = x.clone().requires_grad_()
-                    with torch.backends.mkldnn.flags(enabled=False):
-                        out, hidden = module(xi)
-                    hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-                    (out.sum() + sum(h.square().sum() for h in hidden)).backward()
-                    results.append([out, *hidden, xi.grad, *(p.grad for p in module.parameters())])
-                for a, b in zip(*results):
-                    torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+                match_torch(torch_cls, fused_cls, dict(input_size=4, hidden_size=H, **kw),
+                            torch.randn(T, 3, 4, dtype=dtype), tol)
     # 16-bit storage (float arithmetic): against the float64 result of the same weights.
     # H = 48: an even K, which the AMX kernel takes (one 32-wide K block and a tail of 16).
     for dtype, H in [(torch.bfloat16, 37), (torch.bfloat16, 48), (torch.float16, 37)]:
@@ -122,29 +131,13 @@ def test_kernel_matches_torch(capability):
 # the panel kernels or through ATen's BLAS (RNNFUSED_CPU_GEMM; by default the CPU decides):
 # 300 rows (weight gradients reduce over more than one 256-row block), input sizes 300 and 37
 # (tail panels), the team splitting B's panels (4H = 256) or A's rows, proj_size, a vanilla RNN.
-GEMM_CHECK = textwrap.dedent("""
-    import torch, rnnfused
-    from torch import nn
-    torch.manual_seed(0)
+GEMM_CHECK = PRELUDE + textwrap.dedent("""
     cases = [(nn.LSTM, rnnfused.LSTM, dict(input_size=300, hidden_size=64, bidirectional=True)),
              (nn.LSTM, rnnfused.LSTM, dict(input_size=37, hidden_size=20, proj_size=7)),
              (nn.RNN, rnnfused.RNN, dict(input_size=37, hidden_size=70, nonlinearity="relu"))]
     for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
         for torch_cls, fused_cls, kw in cases:
-            ref = torch_cls(**kw).to(dtype)
-            fused = fused_cls(**kw).to(dtype)
-            fused.load_state_dict(ref.state_dict())
-            x = torch.randn(100, 3, kw["input_size"], dtype=dtype)
-            results = []
-            for module in (ref, fused):
-                xi = x.clone().requires_grad_()
-                with torch.backends.mkldnn.flags(enabled=False):
-                    out, hidden = module(xi)
-                hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-                (out.sum() + sum(h.square().sum() for h in hidden)).backward()
-                results.append([out, *hidden, xi.grad, *(p.grad for p in module.parameters())])
-            for a, b in zip(*results):
-                torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+            match_torch(torch_cls, fused_cls, kw, torch.randn(100, 3, kw["input_size"], dtype=dtype), tol)
     print("ok")
 """)
 
