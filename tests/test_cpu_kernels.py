@@ -128,7 +128,8 @@ def test_kernel_matches_torch(capability):
 
 
 # The GEMMs run once per call over many rows (input projection, input and weight gradients), on
-# the panel kernels or through ATen's BLAS (RNNFUSED_CPU_GEMM; by default the CPU decides):
+# the panel kernels (AVX2 and AVX-512) or through ATen's BLAS (RNNFUSED_CPU_GEMM; by default the
+# CPU decides):
 # 300 rows (weight gradients reduce over more than one 256-row block), input sizes 300 and 37
 # (tail panels), the team splitting B's panels (4H = 256) or A's rows, proj_size, a vanilla RNN.
 GEMM_CHECK = PRELUDE + textwrap.dedent("""
@@ -142,9 +143,13 @@ GEMM_CHECK = PRELUDE + textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("gemm", ["panels", "blas"])
-def test_one_off_gemms_match_torch(gemm):
+@pytest.mark.parametrize("gemm, capability",
+                         [("blas", "default-capability")] +
+                         [("panels", c) for c in capabilities() if c in ("avx2", "avx512")])
+def test_one_off_gemms_match_torch(gemm, capability):
     env = {**os.environ, "RNNFUSED_CPU_GEMM": gemm}
+    if capability != "default-capability":
+        env["ATEN_CPU_CAPABILITY"] = capability
     result = subprocess.run([sys.executable, "-c", GEMM_CHECK], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
