@@ -130,12 +130,12 @@ def test_kernel_matches_torch(capability):
 # The GEMMs run once per call over many rows (input projection, input and weight gradients), on
 # the panel kernels (AVX2 and AVX-512) or through ATen's BLAS (RNNFUSED_CPU_GEMM; by default the
 # CPU decides):
-# 300 rows (weight gradients reduce over more than one 256-row block), input sizes 300 and 37
-# (tail panels), the team splitting B's panels (4H = 256) or A's rows (208 rows: 96 + 8 a thread,
-# the 8 in a tall tile), proj_size, a vanilla RNN.
+# 600 rows (weight gradients reduce over more than one 512-row block of K), input sizes 300 and
+# 37 (tail panels), the team splitting B's panels (4H = 256) or A's rows (400 rows: 192 + 8 float
+# rows a thread, 96 + 96 + 8 double, the 8 in a tall tile), proj_size, a vanilla RNN.
 GEMM_CHECK = PRELUDE + textwrap.dedent("""
-    cases = [(nn.LSTM, rnnfused.LSTM, dict(input_size=300, hidden_size=64, bidirectional=True), (100, 3)),
-             (nn.LSTM, rnnfused.LSTM, dict(input_size=37, hidden_size=20, proj_size=7), (104, 2)),
+    cases = [(nn.LSTM, rnnfused.LSTM, dict(input_size=300, hidden_size=64, bidirectional=True), (100, 6)),
+             (nn.LSTM, rnnfused.LSTM, dict(input_size=37, hidden_size=20, proj_size=7), (200, 2)),
              (nn.RNN, rnnfused.RNN, dict(input_size=37, hidden_size=70, nonlinearity="relu"), (100, 3))]
     for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
         for torch_cls, fused_cls, kw, (T, B) in cases:

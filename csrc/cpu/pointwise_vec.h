@@ -59,7 +59,8 @@ inline void for_each_row_tile(int64_t rows, int64_t max_height, F&& f) {
   void panel_gemm(const T* a, int64_t lda, const T* panel, int64_t K, T* c, int64_t ldc,       \
                   int64_t rows, int64_t valid_cols, bool accumulate);                          \
   /* As panel_gemm, on operands as they lie: A's element (r, k) at a[r * lda + k * a_k], B's   \
-     row k at b + k * ldb with panel_width readable elements (strided_gemm). */                \
+     row k at b + k * ldb with panel_width readable elements; K in one pass (the caller blocks  \
+     it). */                                                                                   \
   template <typename T>                                                                        \
   void strided_gemm(const T* a, int64_t lda, int64_t a_k, const T* b, int64_t ldb, int64_t K,  \
                     T* c, int64_t ldc, int64_t rows, int64_t valid_cols, bool accumulate);     \

@@ -298,13 +298,14 @@ void tall_tile(const T* a, int64_t lda, int64_t a_k, const T* panel, int64_t ldb
 constexpr int64_t kBlockK = 256;
 
 // Rows in one tall tile (7 to kTallTileRows rows), else in balanced tiles of up to kTileRows
-// (for_each_row_tile); K in blocks of kBlockK, each after the first accumulating into C. Strides
-// as for panel_tile.
+// (for_each_row_tile); a packed panel's K in blocks of kBlockK, each after the first accumulating
+// into C. Strides as for panel_tile.
 template <typename T, bool kStrided>
 void panel_rows(const T* a, int64_t lda, int64_t a_k, const T* panel, int64_t ldb, int64_t K, T* c, int64_t ldc,
                 int64_t rows, int64_t valid_cols, bool accumulate) {
-  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
-    const int64_t kc = std::min(kBlockK, K - k0);
+  const int64_t block_k = kStrided ? std::max<int64_t>(K, 1) : kBlockK;  // strided_gemm's caller blocks K
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += block_k) {
+    const int64_t kc = std::min(block_k, K - k0);
     const T* a_k0 = a + k0 * (kStrided ? a_k : 1);
     const T* panel_k0 = panel + k0 * (kStrided ? ldb : panel_width<T>());
     const bool acc = accumulate || k0 > 0;
