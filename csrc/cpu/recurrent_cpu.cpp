@@ -11,10 +11,10 @@
 // A team shares a loop in one of two ways. Where every thread gets a few batch rows and the
 // recurrent weights fit in half of a core's L2 (AMD with AVX-512: in the L2; split_rows), each
 // thread runs its own sequences through every step with all of the weights and never waits for
-// another. Otherwise each thread owns a
-// share of the hidden units: per step it computes the recurrent GEMM for all gates of its units
-// and then their pointwise pass while they are still in cache; a thread waits for the others
-// only before it reads the part of a step's state they wrote (TeamProgress).
+// another. Otherwise each thread owns a share of the hidden units: per step it computes the
+// recurrent GEMM for all gates of its units and then their pointwise pass while they are still
+// in cache; a thread waits for the others only before it reads the part of a step's state they
+// wrote (TeamProgress).
 //
 // Sequences too short to pay for packing (a cell step: under kPackMinRows rows in all) run the
 // same forward loops on the weights as they lie (float / double: the few-rows kernels), and
@@ -951,8 +951,9 @@ struct CpuPolicy : AtenGemm, StepByStep<CpuPolicy> {
   // small batches whose hidden units give every thread of the team a share (B=16 H=256 forward
   // 2.27 -> 1.79 ms, B=1 H=128 0.30 -> 0.23). Not elsewhere: our projection is slower than
   // oneDNN's over many rows (B=64 H=512 22.5 -> 28.7 ms), or runs on one thread where the team's
-  // other threads have no units (H=37 0.83 -> 1.08); float32 and float64 keep MKL's projection,
-  // slower in ours by about what the workspaces gain (float64 B=16 H=256 +5%); a team that
+  // other threads have no units (H=37 0.83 -> 1.08); float32 and float64 keep the one-off
+  // projection (gemm), which the loop's own is slower than by about what the workspaces gain
+  // (float64 B=16 H=256 +5%, on the Xeon and on Zen 5); a team that
   // splits the rows writes rows of its own anyway (B=16 H=256 forward 2.15 -> 2.05 ms).
   static bool loop_projects_input(const StepSchedule& s, const LayerSizes& sz, at::ScalarType dtype,
                                   bool gates_private) {
